@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo`, then `make test`. `make serve` runs the server in the foreground.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SMALL := checkpoints/small
+SMALL_DIT := Cosmos-1.0-Diffusion-Small-Text2World
+SERVE_ARGS ?= --checkpoint_dir $(SMALL) --diffusion_transformer_dir $(SMALL_DIT)
+
+.PHONY: setup checkpoints demo serve test lint repository
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: the local CPU build; a looser spec would pull GBs of CUDA wheels.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+checkpoints: setup
+	$(PY) -m export.make_small_checkpoints --out $(SMALL)
+
+demo: checkpoints
+	$(PY) -m cosmos_triton.demo $(SERVE_ARGS) --video_save_folder outputs
+
+serve: checkpoints
+	$(PY) -m cosmos_triton.server $(SERVE_ARGS)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+repository: setup
+	$(PY) -m cosmos_triton.repository

@@ -1,0 +1,222 @@
+"""Checkpoint folders, DiT architecture presets and the request envelope each checkpoint accepts.
+
+Numpy/stdlib only: the request-validation stage and the tests import this without torch.
+The real checkpoints' own config.json is never read by NVIDIA's code (reference §2.1), so the 7B/14B
+architecture and envelope come from the presets below; our small checkpoints write theirs into config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKENIZER_DIR = "Cosmos-1.0-Tokenizer-CV8x8x8"
+T5_DIR = "google-t5/t5-11b"
+DIT_WEIGHTS = "model.pt"
+CONFIG_JSON = "config.json"
+
+# Reference §4.5: the original CLI's default negative prompt, verbatim.
+DEFAULT_NEGATIVE_PROMPT = (
+    "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
+    "over-saturation, shaky footage, low resolution, grainy texture, pixelated images, poorly lit areas, "
+    "underexposed and overexposed scenes, poor color balance, washed out colors, choppy sequences, jerky "
+    "movements, low frame rate, artifacting, color banding, unnatural transitions, outdated special effects, "
+    "fake elements, unconvincing visuals, poorly edited content, jump cuts, visual noise, and flickering. "
+    "Overall, the video is of poor quality."
+)
+
+SEED_MAX = 2**32 - 1  # numpy.RandomState accepts seeds in [0, 2**32 - 1]
+
+
+@dataclass(frozen=True)
+class DiTArchitecture:
+    """The GeneralDIT hyperparameters that change between checkpoints (reference §1.1)."""
+
+    model_type: str  # "Text2World" or "Video2World"
+    model_channels: int
+    num_blocks: int
+    num_heads: int
+    rope_scale: tuple[float, float, float]  # (t, h, w) NTK extrapolation ratios
+    latent_channels: int = 16
+    crossattn_emb_channels: int = 1024
+    adaln_lora_dim: int = 256
+    mlp_ratio: float = 4.0
+    max_size: tuple[int, int, int] = (128, 240, 240)  # latent (T, H, W) caps of the position tables
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_channels // self.num_heads
+
+    @property
+    def in_channels(self) -> int:
+        """Latent channels plus the Video2World condition-mask channel (the padding mask is added on top)."""
+        return self.latent_channels + (1 if self.model_type == "Video2World" else 0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiTArchitecture:
+        d = dict(d)
+        for key in ("rope_scale", "max_size", "patch_size"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a checkpoint accepts per request, and the defaults a client gets when it sends nothing."""
+
+    resolutions: tuple[tuple[int, int], ...]  # (height, width)
+    num_video_frames: tuple[int, ...]
+    fps: tuple[int, int]  # inclusive range
+    num_steps: tuple[int, int] = (1, 200)
+    guidance: tuple[float, float] = (0.0, 100.0)
+    seed: tuple[int, int] = (0, SEED_MAX)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resolutions"] = [list(r) for r in self.resolutions]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Envelope:
+        return cls(
+            resolutions=tuple((int(h), int(w)) for h, w in d["resolutions"]),
+            num_video_frames=tuple(int(n) for n in d["num_video_frames"]),
+            fps=(int(d["fps"][0]), int(d["fps"][1])),
+            num_steps=(int(d["num_steps"][0]), int(d["num_steps"][1])),
+            guidance=(float(d["guidance"][0]), float(d["guidance"][1])),
+            seed=(int(d["seed"][0]), int(d["seed"][1])),
+            defaults=dict(d.get("defaults", {})),
+        )
+
+
+class RequestError(ValueError):
+    """A request value outside the envelope; the message names the field and the accepted values."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"invalid '{field_name}': {message}")
+        self.field = field_name
+
+
+def _defaults(height: int, width: int) -> dict[str, Any]:
+    return {
+        "num_steps": 35,
+        "guidance": 7.0,
+        "seed": 1,
+        "height": height,
+        "width": width,
+        "num_video_frames": 121,
+        "fps": 24,
+        "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+    }
+
+
+# The original CLI: only 121 frames (argparse choices), fps 12-40 and these five resolutions (README "Arguments").
+ORIGINAL_ENVELOPE = Envelope(
+    resolutions=((704, 1280), (1280, 704), (960, 960), (704, 960), (960, 704)),
+    num_video_frames=(121,),
+    fps=(12, 40),
+    defaults=_defaults(704, 1280),
+)
+
+# The small checkpoints keep the real frame count and fps range at laptop-sized resolutions.
+SMALL_ENVELOPE = Envelope(
+    resolutions=((96, 160), (160, 96), (128, 128)),
+    num_video_frames=(121,),
+    fps=(12, 40),
+    defaults=_defaults(96, 160),
+)
+
+_7B = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
+_14B = dict(model_channels=5120, num_blocks=36, num_heads=40, rope_scale=(2.0, 2.0, 2.0))
+DIT_PRESETS: dict[str, DiTArchitecture] = {
+    f"Cosmos-1.0-Diffusion-{size}-{kind}": DiTArchitecture(model_type=kind, **arch)
+    for size, arch in (("7B", _7B), ("14B", _14B))
+    for kind in ("Text2World", "Video2World")
+}
+
+
+@dataclass(frozen=True)
+class DiTCheckpoint:
+    path: Path
+    architecture: DiTArchitecture
+    envelope: Envelope
+
+    @property
+    def weights(self) -> Path:
+        return self.path / DIT_WEIGHTS
+
+
+def latent_shape(num_video_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Latent (C, T, H, W) of the CV8x8x8 tokenizer: 16 channels, causal 8x temporal, 8x spatial (§3.1)."""
+    return (16, 1 + (num_video_frames - 1) // 8, height // 8, width // 8)
+
+
+def read_dit_checkpoint(path: Path | str) -> DiTCheckpoint:
+    """Architecture and envelope from config.json when it states them, else the preset named by the folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"DiT checkpoint folder not found: {path}")
+    config: dict[str, Any] = {}
+    if (path / CONFIG_JSON).is_file():
+        config = json.loads((path / CONFIG_JSON).read_text())
+    if "architecture" in config:
+        arch = DiTArchitecture.from_dict(config["architecture"])
+    elif path.name in DIT_PRESETS:
+        arch = DIT_PRESETS[path.name]
+    else:
+        raise ValueError(
+            f"{path / CONFIG_JSON} has no 'architecture' and the folder name is not one of {sorted(DIT_PRESETS)}"
+        )
+    envelope = Envelope.from_dict(config["envelope"]) if "envelope" in config else ORIGINAL_ENVELOPE
+    return DiTCheckpoint(path=path, architecture=arch, envelope=envelope)
+
+
+def write_dit_config(path: Path, arch: DiTArchitecture, envelope: Envelope) -> None:
+    config = {"model_type": arch.model_type, "architecture": asdict(arch), "envelope": envelope.to_dict()}
+    (path / CONFIG_JSON).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _int_in_range(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not float(value).is_integer():
+        raise RequestError(name, f"{value!r} is not an integer; accepted: integers in [{lo}, {hi}]")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise RequestError(name, f"{value} is out of range; accepted: integers in [{lo}, {hi}]")
+    return value
+
+
+def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults for absent fields and check every value; raises RequestError naming the field."""
+    values = {**envelope.defaults, **{k: v for k, v in request.items() if v is not None}}
+    prompt = values.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RequestError("prompt", "must be a non-empty UTF-8 string")
+    if not isinstance(values.get("negative_prompt", ""), str):
+        raise RequestError("negative_prompt", "must be a UTF-8 string (empty for no negative prompt)")
+    out = {"prompt": prompt, "negative_prompt": values.get("negative_prompt", "")}
+    out["seed"] = _int_in_range("seed", values["seed"], *envelope.seed)
+    out["num_steps"] = _int_in_range("num_steps", values["num_steps"], *envelope.num_steps)
+    guidance = float(values["guidance"])
+    lo, hi = envelope.guidance
+    if not math.isfinite(guidance) or not lo <= guidance <= hi:
+        raise RequestError("guidance", f"{values['guidance']!r} is out of range; accepted: numbers in [{lo}, {hi}]")
+    out["guidance"] = float(np.float32(guidance))  # FP32 on the wire: in-process runs round the same way
+    out["fps"] = _int_in_range("fps", values["fps"], *envelope.fps)
+    frames = values["num_video_frames"]
+    if isinstance(frames, bool) or not float(frames).is_integer() or int(frames) not in envelope.num_video_frames:
+        raise RequestError("num_video_frames", f"{frames!r} is not accepted; accepted: {list(envelope.num_video_frames)}")
+    out["num_video_frames"] = int(frames)
+    height, width = values["height"], values["width"]
+    if (height, width) not in envelope.resolutions:
+        accepted = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
+        raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {accepted}")
+    out["height"], out["width"] = int(height), int(width)
+    return out

@@ -1,0 +1,246 @@
+"""The Cosmos-1.0 DiT: original checkpoint keys (reference §2.2) mapped into diffusers' CosmosTransformer3DModel.
+
+diffusers provides the network; what differs from NVIDIA's original is corrected here, after construction:
+- QK RMSNorm eps is 1e-6 in the original, 1e-5 in diffusers (§2.3);
+- the learnable position embedding runs in bf16 with a bf16-rounded norm in the original (§1.4b), where
+  diffusers keeps it in fp32;
+- the zero padding-mask channel is concatenated here: diffusers would resize it with torchvision (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import CosmosTransformer3DModel
+from diffusers.models.transformers.transformer_cosmos import CosmosLearnablePositionalEmbed
+
+from cosmos_triton.checkpoints import DiTArchitecture, DiTCheckpoint, read_dit_checkpoint
+
+ORIGINAL_QK_NORM_EPS = 1e-6
+WRAPPER_KEYS = ("model", "module", "state_dict")
+DROPPED_KEYS = ("logvar.0.freqs", "logvar.0.phases", "logvar.1.weight", "pos_embedder.seq")
+
+# Reference §2.3, applied in this order after stripping "net.".
+_RENAMES: tuple[tuple[str, str], ...] = (
+    ("t_embedder.1", "time_embed.t_embedder"),
+    ("affline_norm", "time_embed.norm"),
+    (".blocks.0.block.attn", ".attn1"),
+    (".blocks.1.block.attn", ".attn2"),
+    (".blocks.2.block", ".ff"),
+    (".blocks.0.adaLN_modulation.1", ".norm1.linear_1"),
+    (".blocks.0.adaLN_modulation.2", ".norm1.linear_2"),
+    (".blocks.1.adaLN_modulation.1", ".norm2.linear_1"),
+    (".blocks.1.adaLN_modulation.2", ".norm2.linear_2"),
+    (".blocks.2.adaLN_modulation.1", ".norm3.linear_1"),
+    (".blocks.2.adaLN_modulation.2", ".norm3.linear_2"),
+    ("to_q.0", "to_q"),
+    ("to_q.1", "norm_q"),
+    ("to_k.0", "to_k"),
+    ("to_k.1", "norm_k"),
+    ("to_v.0", "to_v"),
+    ("layer1", "net.0.proj"),
+    ("layer2", "net.2"),
+    ("proj.1", "proj"),
+    ("x_embedder", "patch_embed"),
+    ("extra_pos_embedder", "learnable_pos_embed"),
+    ("final_layer.adaLN_modulation.1", "norm_out.linear_1"),
+    ("final_layer.adaLN_modulation.2", "norm_out.linear_2"),
+    ("final_layer.linear", "proj_out"),
+)
+_BLOCK = re.compile(r"^blocks\.block(\d+)\.")
+
+
+class CheckpointKeyError(KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def original_key_shapes(arch: DiTArchitecture) -> dict[str, tuple[int, ...]]:
+    """Every key of an original model.pt with its shape (reference §2.2), derived from the architecture."""
+    d, lora, hd = arch.model_channels, arch.adaln_lora_dim, arch.head_dim
+    ctx, hidden = arch.crossattn_emb_channels, int(d * arch.mlp_ratio)
+    pt, ph, pw = arch.patch_size
+    tokens = [m // p for m, p in zip(arch.max_size, arch.patch_size)]
+    patch_in = (arch.in_channels + 1) * pt * ph * pw  # + the padding-mask channel
+    shapes: dict[str, tuple[int, ...]] = {
+        "net.x_embedder.proj.1.weight": (d, patch_in),
+        "net.pos_embedder.seq": (max(tokens),),
+        "net.extra_pos_embedder.pos_emb_t": (tokens[0], d),
+        "net.extra_pos_embedder.pos_emb_h": (tokens[1], d),
+        "net.extra_pos_embedder.pos_emb_w": (tokens[2], d),
+        "net.t_embedder.1.linear_1.weight": (d, d),
+        "net.t_embedder.1.linear_2.weight": (3 * d, d),
+        "net.affline_norm.weight": (d,),
+    }
+    for i in range(arch.num_blocks):
+        b = f"net.blocks.block{i}.blocks"
+        for j, kv_in in ((0, d), (1, ctx)):  # 0: self-attention, 1: cross-attention on T5
+            a = f"{b}.{j}.block.attn"
+            shapes |= {
+                f"{a}.to_q.0.weight": (d, d),
+                f"{a}.to_k.0.weight": (d, kv_in),
+                f"{a}.to_v.0.weight": (d, kv_in),
+                f"{a}.to_q.1.weight": (hd,),
+                f"{a}.to_k.1.weight": (hd,),
+                f"{a}.to_out.0.weight": (d, d),
+            }
+        shapes |= {f"{b}.2.block.layer1.weight": (hidden, d), f"{b}.2.block.layer2.weight": (d, hidden)}
+        for j in range(3):
+            shapes |= {f"{b}.{j}.adaLN_modulation.1.weight": (lora, d), f"{b}.{j}.adaLN_modulation.2.weight": (3 * d, lora)}
+    shapes |= {
+        "net.final_layer.linear.weight": (pt * ph * pw * arch.latent_channels, d),
+        "net.final_layer.adaLN_modulation.1.weight": (lora, d),
+        "net.final_layer.adaLN_modulation.2.weight": (2 * d, lora),
+        "logvar.0.freqs": (128,),
+        "logvar.0.phases": (128,),
+        "logvar.1.weight": (1, 128),
+    }
+    return shapes
+
+
+def unwrap_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
+    """model.pt is a flat dict; tolerate the model/module/state_dict wrappers other exporters produce."""
+    for key in WRAPPER_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            return unwrap_state_dict(obj[key])
+    return {k: v for k, v in obj.items() if not k.endswith("_extra_state")}  # TE FP8 metadata, skipped by [C]
+
+
+def diffusers_key(original: str) -> str | None:
+    """The diffusers name of an original key, or None for keys the network does not use."""
+    key = original.removeprefix("net.")
+    if key in DROPPED_KEYS:
+        return None
+    for old, new in _RENAMES:
+        key = key.replace(old, new)
+    return _BLOCK.sub(r"transformer_blocks.\1.", key)
+
+
+def to_diffusers_state_dict(original: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in original.items():
+        new = diffusers_key(key)
+        if new is not None:
+            mapped[new] = value
+    return mapped
+
+
+def diffusers_config(arch: DiTArchitecture) -> dict:
+    return dict(
+        in_channels=arch.in_channels + 1,  # padding-mask channel counted here, concatenated by CosmosDiT
+        out_channels=arch.latent_channels,
+        num_attention_heads=arch.num_heads,
+        attention_head_dim=arch.head_dim,
+        num_layers=arch.num_blocks,
+        mlp_ratio=arch.mlp_ratio,
+        text_embed_dim=arch.crossattn_emb_channels,
+        adaln_lora_dim=arch.adaln_lora_dim,
+        max_size=arch.max_size,
+        patch_size=arch.patch_size,
+        rope_scale=arch.rope_scale,
+        concat_padding_mask=False,
+        extra_pos_embed_type="learnable",
+    )
+
+
+class OriginalLearnablePosEmbed(CosmosLearnablePositionalEmbed):
+    """§1.4b as NVIDIA computes it: the axis tables summed in the model dtype, the norm accumulated in fp32,
+    rounded to the model dtype, then divided (diffusers divides in fp32)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = hidden_states.shape
+        pt, ph, pw = self.patch_size
+        t, h, w = t // pt, h // ph, w // pw
+        emb = (
+            self.pos_emb_t[:t][None, :, None, None, :]
+            + self.pos_emb_h[:h][None, None, :, None, :]
+            + self.pos_emb_w[:w][None, None, None, :, :]
+        ).expand(b, t, h, w, -1)
+        norm = torch.linalg.vector_norm(emb, dim=-1, keepdim=True, dtype=torch.float32)
+        norm = torch.add(1e-6, norm, alpha=float(np.sqrt(1.0 / emb.shape[-1])))
+        return (emb / norm.to(emb.dtype)).flatten(1, 3).type_as(hidden_states)
+
+
+def _follow_original(model: CosmosTransformer3DModel) -> None:
+    for block in model.transformer_blocks:
+        for attn in (block.attn1, block.attn2):
+            attn.norm_q.eps = ORIGINAL_QK_NORM_EPS
+            attn.norm_k.eps = ORIGINAL_QK_NORM_EPS
+    model.learnable_pos_embed.__class__ = OriginalLearnablePosEmbed
+
+
+def check_keys(original: Mapping[str, torch.Tensor], arch: DiTArchitecture) -> None:
+    """Strict: every expected key present with its shape, nothing unexpected; errors name the keys."""
+    expected = original_key_shapes(arch)
+    missing = sorted(set(expected) - set(original))
+    unexpected = sorted(set(original) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(original) if tuple(original[k].shape) != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+        )
+    if wrong:
+        problems.append(
+            "wrong shape(s): "
+            + ", ".join(f"{k} {tuple(original[k].shape)} != {expected[k]}" for k in wrong[:8])
+        )
+    if problems:
+        raise CheckpointKeyError(f"DiT checkpoint does not match {arch.model_type} {arch}: " + "; ".join(problems))
+
+
+def build_model(arch: DiTArchitecture, state_dict: Mapping[str, torch.Tensor] | None = None,
+                device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16) -> CosmosTransformer3DModel:
+    """Build on the meta device (no 28 GB fp32 init for 7B) and assign the original weights cast to `dtype`."""
+    with torch.device("meta"):
+        model = CosmosTransformer3DModel(**diffusers_config(arch))
+    if state_dict is None:
+        model = model.to_empty(device=device).to(dtype)
+    else:
+        check_keys(state_dict, arch)
+        mapped = {k: v.to(device=device, dtype=dtype) for k, v in to_diffusers_state_dict(state_dict).items()}
+        model.load_state_dict(mapped, strict=True, assign=True)
+    _follow_original(model)
+    return model.eval().requires_grad_(False)
+
+
+class CosmosDiT(torch.nn.Module):
+    """net(x, c_noise, T5 context, fps) of reference §1.2, with the zero padding-mask channel appended last."""
+
+    def __init__(self, model: CosmosTransformer3DModel, arch: DiTArchitecture):
+        super().__init__()
+        self.model = model
+        self.arch = arch
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.proj_out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.proj_out.weight.device
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, fps: float,
+                condition_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        channels = [x] if condition_mask is None else [x, condition_mask.to(x.dtype)]
+        channels.append(x.new_zeros(b, 1, t, h, w))  # padding mask: all zeros at inference (§1.2)
+        out = self.model(torch.cat(channels, dim=1), timestep=c_noise, encoder_hidden_states=context,
+                         fps=fps, return_dict=False)
+        return out[0]
+
+
+def load_dit(path: Path | str | DiTCheckpoint, device: str | torch.device = "cpu",
+             dtype: torch.dtype = torch.bfloat16) -> CosmosDiT:
+    ckpt = path if isinstance(path, DiTCheckpoint) else read_dit_checkpoint(path)
+    if not ckpt.weights.is_file():
+        raise FileNotFoundError(f"DiT weights not found: {ckpt.weights}")
+    # mmap keeps the 14 GB / 28 GB files out of RAM until each tensor is cast and moved.
+    state = unwrap_state_dict(torch.load(ckpt.weights, map_location="cpu", weights_only=True, mmap=True))
+    return CosmosDiT(build_model(ckpt.architecture, state, device=device, dtype=dtype), ckpt.architecture)

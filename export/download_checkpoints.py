@@ -1,0 +1,41 @@
+"""Download the real checkpoints into the layout the servers load (needs a Hugging Face token with access).
+
+    python -m export.download_checkpoints --checkpoint_dir checkpoints --model_sizes 7B 14B \
+        --model_types Text2World
+
+Nothing in the serving path downloads anything; this is the one place that talks to the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cosmos_triton.checkpoints import T5_DIR, TOKENIZER_DIR
+
+T5_REPO = "google-t5/t5-11b"
+T5_FILES = ["config.json", "model.safetensors*", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from huggingface_hub import snapshot_download
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_dir", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--model_sizes", nargs="+", default=["7B"], choices=["7B", "14B"])
+    parser.add_argument("--model_types", nargs="+", default=["Text2World"], choices=["Text2World", "Video2World"])
+    args = parser.parse_args(argv)
+    for size in args.model_sizes:
+        for kind in args.model_types:
+            name = f"Cosmos-1.0-Diffusion-{size}-{kind}"
+            snapshot_download(f"nvidia/{name}", local_dir=args.checkpoint_dir / name,
+                              allow_patterns=["model.pt", "config.json", "README.md"])
+    snapshot_download(f"nvidia/{TOKENIZER_DIR}", local_dir=args.checkpoint_dir / TOKENIZER_DIR,
+                      allow_patterns=["encoder.jit", "decoder.jit", "mean_std.pt", "config.json"])
+    snapshot_download(T5_REPO, local_dir=args.checkpoint_dir / T5_DIR, allow_patterns=T5_FILES)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Write the built-in small checkpoints, deterministically, in exactly the real checkpoint layout.
+
+    python -m export.make_small_checkpoints [--out checkpoints/small] [--force]
+
+<out>/Cosmos-1.0-Diffusion-Small-Text2World/{model.pt, config.json}   original DiT key names, tiny dims
+<out>/Cosmos-1.0-Tokenizer-CV8x8x8/{encoder.jit, decoder.jit, mean_std.pt}   TorchScript, real interface
+<out>/google-t5/t5-11b/   HF-format T5 encoder (d_model 1024) with a tokenizer built offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from cosmos_triton.checkpoints import SMALL_ENVELOPE, T5_DIR, TOKENIZER_DIR
+from export.small_dit import SMALL_DIT_DIR, write_small_dit
+from export.small_t5 import write_small_t5
+from export.small_tokenizer import write_small_tokenizer
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "checkpoints" / "small"
+VERSION = "small-checkpoints-v1"  # bump when what is written changes, so stale copies are rebuilt
+STAMP = ".complete"
+
+
+def make_small_checkpoints(out: Path = DEFAULT_OUT, force: bool = False) -> Path:
+    if not force and (out / STAMP).is_file() and (out / STAMP).read_text() == VERSION:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    write_small_dit(out / SMALL_DIT_DIR, SMALL_ENVELOPE)
+    write_small_tokenizer(out / TOKENIZER_DIR)
+    write_small_t5(out / T5_DIR)
+    (out / STAMP).write_text(VERSION)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--force", action="store_true", help="rewrite even if an up-to-date copy exists")
+    args = parser.parse_args(argv)
+    print(f"small checkpoints: {make_small_checkpoints(args.out, args.force)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

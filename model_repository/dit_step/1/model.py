@@ -1,0 +1,18 @@
+"""DiT denoiser step: one guided evaluation x0 = cond + g (cond - uncond), EDM-preconditioned in bf16."""
+
+from cosmos_triton.denoiser import guided_x0
+from cosmos_triton.dit import load_dit
+from cosmos_triton.triton_io import get_scalar, get_tensor, respond, stage_device, stage_settings, tensor_out
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.net = load_dit(stage_settings(args).dit_path, device=stage_device(args))
+
+    def execute(self, requests):
+        return respond("dit_step", requests, self.handle)
+
+    def handle(self, request):
+        x0 = guided_x0(self.net, get_tensor(request, "x"), get_tensor(request, "sigma"), get_tensor(request, "cond"),
+                       get_tensor(request, "uncond"), get_scalar(request, "guidance"), get_scalar(request, "fps"))
+        return [tensor_out("x0", x0)]

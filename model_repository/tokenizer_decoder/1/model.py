@@ -1,0 +1,19 @@
+"""Tokenizer decoder stage: normalised latent -> uint8 frames [T, H, W, 3] (reference §3.2, §4.8)."""
+
+from cosmos_triton.tokenizer import CosmosVideoTokenizer, frames_to_uint8
+from cosmos_triton.triton_io import get_tensor, respond, stage_device, stage_settings, tensor_out
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.tokenizer = CosmosVideoTokenizer(stage_settings(args).tokenizer_path, stage_device(args))
+
+    def execute(self, requests):
+        return respond("tokenizer_decoder", requests, self.handle)
+
+    def handle(self, request):
+        import torch
+
+        with torch.no_grad():
+            frames = frames_to_uint8(self.tokenizer.decode(get_tensor(request, "latent")))
+        return [tensor_out("video", frames)]  # uint8 on the device: the only large tensor crosses once, 4x smaller

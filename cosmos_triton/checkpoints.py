@@ -212,7 +212,8 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
     out["fps"] = _int_in_range("fps", values["fps"], *envelope.fps)
     frames = values["num_video_frames"]
     if isinstance(frames, bool) or not float(frames).is_integer() or int(frames) not in envelope.num_video_frames:
-        raise RequestError("num_video_frames", f"{frames!r} is not accepted; accepted: {list(envelope.num_video_frames)}")
+        accepted = list(envelope.num_video_frames)
+        raise RequestError("num_video_frames", f"{frames!r} is not accepted; accepted: {accepted}")
     out["num_video_frames"] = int(frames)
     height, width = values["height"], values["width"]
     if (height, width) not in envelope.resolutions:

@@ -64,7 +64,7 @@ def original_key_shapes(arch: DiTArchitecture) -> dict[str, tuple[int, ...]]:
     d, lora, hd = arch.model_channels, arch.adaln_lora_dim, arch.head_dim
     ctx, hidden = arch.crossattn_emb_channels, int(d * arch.mlp_ratio)
     pt, ph, pw = arch.patch_size
-    tokens = [m // p for m, p in zip(arch.max_size, arch.patch_size)]
+    tokens = [m // p for m, p in zip(arch.max_size, arch.patch_size, strict=True)]
     patch_in = (arch.in_channels + 1) * pt * ph * pw  # + the padding-mask channel
     shapes: dict[str, tuple[int, ...]] = {
         "net.x_embedder.proj.1.weight": (d, patch_in),
@@ -90,7 +90,8 @@ def original_key_shapes(arch: DiTArchitecture) -> dict[str, tuple[int, ...]]:
             }
         shapes |= {f"{b}.2.block.layer1.weight": (hidden, d), f"{b}.2.block.layer2.weight": (d, hidden)}
         for j in range(3):
-            shapes |= {f"{b}.{j}.adaLN_modulation.1.weight": (lora, d), f"{b}.{j}.adaLN_modulation.2.weight": (3 * d, lora)}
+            shapes |= {f"{b}.{j}.adaLN_modulation.1.weight": (lora, d),
+                       f"{b}.{j}.adaLN_modulation.2.weight": (3 * d, lora)}
     shapes |= {
         "net.final_layer.linear.weight": (pt * ph * pw * arch.latent_channels, d),
         "net.final_layer.adaLN_modulation.1.weight": (lora, d),

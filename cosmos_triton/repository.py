@@ -67,7 +67,8 @@ STAGES: tuple[Stage, ...] = (
            Io("guidance", "FP32"), Io("fps", "FP32")),
           (Io("x0", "BF16", LATENT),)),
     Stage("sampler",
-          (Io("prompt_embedding", "BF16", CONTEXT), Io("negative_embedding", "BF16", CONTEXT), Io("has_negative", "BOOL"),
+          (Io("prompt_embedding", "BF16", CONTEXT), Io("negative_embedding", "BF16", CONTEXT),
+           Io("has_negative", "BOOL"),
            Io("seed", "INT64"), Io("num_steps", "INT32"), Io("guidance", "FP32"), Io("height", "INT32"),
            Io("width", "INT32"), Io("num_video_frames", "INT32"), Io("fps", "INT32")),
           (Io("latent", "FP32", LATENT),)),
@@ -113,7 +114,8 @@ def _io_block(kind: str, ios: tuple[Io, ...]) -> str:
     rows = []
     for io in ios:
         opt = "\n    optional: true" if io.optional else ""
-        rows.append(f"  {{\n    name: \"{io.name}\"\n    data_type: TYPE_{io.dtype}\n    dims: {_dims(io.dims)}{opt}\n  }}")
+        fields = f"    name: \"{io.name}\"\n    data_type: TYPE_{io.dtype}\n    dims: {_dims(io.dims)}{opt}"
+        rows.append(f"  {{\n{fields}\n  }}")
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
 

@@ -86,7 +86,8 @@ def error_response(stage: str, exc: BaseException) -> Any:
     if isinstance(exc, RequestError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     if isinstance(exc, Cancelled):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED))
+        error = pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED)
+        return pb_utils.InferenceResponse(error=error)
     pb_utils.Logger.log_error(f"{stage}: {''.join(traceback.format_exception(exc))}")
     message = f"{stage} failed: {type(exc).__name__}: {exc}"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

@@ -1,4 +1,4 @@
-"""Original checkpoint keys -> diffusers CosmosTransformer3DModel, strictly, and where we follow NVIDIA over diffusers."""
+"""Original checkpoint keys -> diffusers CosmosTransformer3DModel, strictly; where we follow NVIDIA over diffusers."""
 
 import numpy as np
 import pytest
@@ -50,7 +50,8 @@ def test_renamed_missing_and_misshaped_keys_fail_loudly():
     renamed = dict(state)
     renamed["net.blocks.block0.blocks.0.block.attn.to_q.0.weights"] = renamed.pop(
         "net.blocks.block0.blocks.0.block.attn.to_q.0.weight")
-    with pytest.raises(CheckpointKeyError, match=r"missing key\(s\): net\.blocks\.block0\.blocks\.0\.block\.attn\.to_q\.0\.weight"):
+    missing = r"missing key\(s\): net\.blocks\.block0\.blocks\.0\.block\.attn\.to_q\.0\.weight"
+    with pytest.raises(CheckpointKeyError, match=missing):
         build_model(SMALL_T2W, renamed)
     with pytest.raises(CheckpointKeyError, match=r"unexpected key\(s\): .*to_q\.0\.weights"):
         build_model(SMALL_T2W, renamed)

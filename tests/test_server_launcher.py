@@ -12,17 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-from cosmos_triton.server import ServerError, _parse_args, find_tritonserver, running_server, settings_from_args
+from cosmos_triton.server import ServerError, _parse_args, running_server, settings_from_args
 from cosmos_triton.settings import ServeSettings
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402 - after the importorskip above
-
-try:
-    find_tritonserver()
-except ServerError as exc:  # pragma: no cover - depends on the machine
-    pytest.skip(f"no tritonserver: {exc}", allow_module_level=True)
 
 ECHO_MODEL = '''
 import json

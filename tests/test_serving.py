@@ -1,0 +1,140 @@
+"""Text2World end to end through a real Triton server on the small checkpoints (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client import text2world as client_cli
+from cosmos_triton.checkpoints import DEFAULT_NEGATIVE_PROMPT, SMALL_ENVELOPE
+from cosmos_triton.mp4 import decode_mp4, encode_mp4, probe_mp4
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "A robot walks through a warehouse full of boxes."
+DTYPES = {"STRING": np.object_, "INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "BF16": np.float32,
+          "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def infer(server, model: str, outputs: list[str], **inputs):
+    """Call one served model; bf16 travels as float32 on the client side (exact for bf16 values)."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    config = client.get_model_config(model, as_json=True)["config"]
+    types = {i["name"]: i["data_type"].removeprefix("TYPE_") for i in config["input"]}
+    request = []
+    for name, value in inputs.items():
+        dtype = "BYTES" if types[name] == "STRING" else types[name]
+        array = np.asarray(value, dtype=DTYPES[types[name]])
+        if array.ndim == 0:
+            array = array.reshape(1)
+        if dtype == "BYTES":
+            array = np.array([v.encode() if isinstance(v, str) else v for v in array], dtype=np.object_)
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        request.append(tensor)
+    result = client.infer(model, request, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                          client_timeout=600)
+    return [result.as_numpy(o) for o in outputs]
+
+
+def generate(server, **inputs) -> tuple[bytes, str]:
+    video, used = infer(server, "text2world", ["video", "prompt_used"], **inputs)
+    return video[0], used[0].decode()
+
+
+def test_served_stages_equal_the_in_process_pipeline_pixel_for_pixel(server, pipeline):
+    expected = pipeline(prompt=PROMPT, seed=3)
+    # the served stages one by one, with the validated request the ensemble would pass
+    cond, neg, has_neg = infer(server, "t5_encoder", ["prompt_embedding", "negative_embedding", "has_negative"],
+                               prompt=PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT)
+    (latent,) = infer(server, "sampler", ["latent"], prompt_embedding=cond, negative_embedding=neg,
+                      has_negative=has_neg, seed=3, num_steps=35, guidance=7.0, height=96, width=160,
+                      num_video_frames=121, fps=24)
+    (frames,) = infer(server, "tokenizer_decoder", ["video"], latent=latent)
+    assert frames.shape == expected.shape == (121, 96, 160, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, expected)
+    # and the ensemble's mp4 is exactly the in-process frames encoded (x264 is deterministic on one machine)
+    video, used = generate(server, prompt=PROMPT, seed=3)
+    assert used == PROMPT
+    assert video == encode_mp4(expected, 24)
+
+
+def test_two_seeds_give_different_videos(server):
+    a, _ = generate(server, prompt=PROMPT, seed=1)
+    b, _ = generate(server, prompt=PROMPT, seed=2)
+    fa, fb = decode_mp4(a)[0], decode_mp4(b)[0]
+    assert np.abs(fa.astype(int) - fb.astype(int)).mean() > 5
+
+
+def test_absent_fields_get_the_envelope_defaults(server):
+    video, used = generate(server, prompt=PROMPT)
+    d = SMALL_ENVELOPE.defaults
+    assert probe_mp4(video) | {"codec": None, "pix_fmt": None} == {
+        "frames": d["num_video_frames"], "height": d["height"], "width": d["width"], "fps": float(d["fps"]),
+        "codec": None, "pix_fmt": None}
+    assert used == PROMPT
+    # the defaults are the seeded default request: same bytes as spelling every default out
+    explicit, _ = generate(server, prompt=PROMPT, **{k: v for k, v in d.items()})
+    assert explicit == video
+
+
+def test_empty_negative_prompt_changes_the_unconditional_branch(server):
+    default, _ = generate(server, prompt=PROMPT, seed=5)
+    empty, _ = generate(server, prompt=PROMPT, seed=5, negative_prompt="")
+    assert default != empty
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("height", 100, "accepted (height x width): 96x160, 160x96, 128x128"),
+    ("fps", 60, "accepted: integers in [12, 40]"),
+    ("num_video_frames", 57, "accepted: [121]"),
+    ("num_steps", 0, "accepted: integers in [1, 200]"),
+    ("prompt", "   ", "must be a non-empty UTF-8 string"),
+    ("prompt", b"\xff\xfe", "is not valid UTF-8"),
+])
+def test_bad_values_get_invalid_arg_naming_the_field_and_the_server_keeps_serving(server, field, value, needle):
+    inputs = {"prompt": PROMPT, field: value}
+    with pytest.raises(InferenceServerException) as err:
+        generate(server, **inputs)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert f"'{field if field != 'height' else 'height/width'}'" in err.value.message()
+    assert needle in err.value.message()
+    assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("text2world")
+
+
+def test_ensemble_publishes_its_envelope(server):
+    config = grpcclient.InferenceServerClient(server.grpc_url).get_model_config("text2world", as_json=True)["config"]
+    assert json.loads(config["parameters"]["envelope"]["string_value"]) == json.loads(
+        json.dumps(SMALL_ENVELOPE.to_dict()))
+
+
+def test_client_single_generation_writes_the_requested_video(server, tmp_path):
+    rc = client_cli.main(["--url", server.grpc_url, "--prompt", PROMPT, "--height", "128", "--width", "128",
+                          "--fps", "30", "--seed", "4", "--video_save_folder", str(tmp_path), "--video_save_name",
+                          "robot"])
+    assert rc == 0
+    info = probe_mp4((tmp_path / "robot.mp4").read_bytes())
+    assert (info["frames"], info["height"], info["width"], info["fps"], info["codec"]) == (121, 128, 128, 30.0, "h264")
+    assert (tmp_path / "robot.txt").read_text(encoding="utf-8") == PROMPT
+
+
+def test_client_batch_writes_each_item_and_goes_on_after_a_bad_one(server, tmp_path):
+    jsonl = tmp_path / "batch.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "first robot"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n"
+                     + json.dumps({"prompt": "third robot, ünïcödé"}) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out)])
+    assert rc == 1  # the bad line is reported, the others are generated
+    assert sorted(p.name for p in out.iterdir()) == ["0.mp4", "0.txt", "2.mp4", "2.txt"]
+    assert (out / "2.txt").read_text(encoding="utf-8") == "third robot, ünïcödé"
+    for i in (0, 2):
+        info = probe_mp4((out / f"{i}.mp4").read_bytes())
+        assert (info["frames"], info["height"], info["width"], info["fps"]) == (121, 96, 160, 24.0)
+    before = (out / "0.mp4").stat().st_mtime_ns
+    assert client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder",
+                            str(out)]) == 1
+    assert (out / "0.mp4").stat().st_mtime_ns == before  # finished items are skipped on rerun

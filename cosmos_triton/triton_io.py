@@ -32,6 +32,17 @@ def stage_device(args: dict) -> str:
     return f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
 
 
+_placement_logged: set[str] = set()
+
+
+def log_placement(stage: str, **tensors: Any) -> None:
+    """Once per stage: where its inputs arrived (evidence that GPU tensors stay on the GPU between stages)."""
+    if stage not in _placement_logged:
+        _placement_logged.add(stage)
+        where = ", ".join(f"{k}={tuple(v.shape)} {v.dtype} on {v.device}" for k, v in tensors.items())
+        pb_utils.Logger.log_info(f"{stage}: inputs {where}")
+
+
 def get_tensor(request: Any, name: str) -> Any | None:
     """The named input as a torch tensor (zero-copy through DLPack), None when absent."""
     import torch.utils.dlpack

@@ -2,7 +2,15 @@
 
 from cosmos_triton.denoiser import guided_x0
 from cosmos_triton.dit import load_dit
-from cosmos_triton.triton_io import get_scalar, get_tensor, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.triton_io import (
+    get_scalar,
+    get_tensor,
+    log_placement,
+    respond,
+    stage_device,
+    stage_settings,
+    tensor_out,
+)
 
 
 class TritonPythonModel:
@@ -13,6 +21,8 @@ class TritonPythonModel:
         return respond("dit_step", requests, self.handle)
 
     def handle(self, request):
-        x0 = guided_x0(self.net, get_tensor(request, "x"), get_tensor(request, "sigma"), get_tensor(request, "cond"),
-                       get_tensor(request, "uncond"), get_scalar(request, "guidance"), get_scalar(request, "fps"))
+        x, cond, uncond = (get_tensor(request, n) for n in ("x", "cond", "uncond"))
+        log_placement("dit_step", x=x, cond=cond, uncond=uncond)
+        x0 = guided_x0(self.net, x, get_tensor(request, "sigma"), cond, uncond, get_scalar(request, "guidance"),
+                       get_scalar(request, "fps"))
         return [tensor_out("x0", x0)]

@@ -12,6 +12,7 @@ from cosmos_triton.triton_io import (
     bls_output,
     get_scalar,
     get_tensor,
+    log_placement,
     respond,
     stage_device,
     stage_settings,
@@ -29,6 +30,7 @@ class TritonPythonModel:
 
     def handle(self, request):
         cond = get_tensor(request, "prompt_embedding")
+        log_placement("sampler", prompt_embedding=cond)
         uncond = uncond_context(self.model_type, cond, get_tensor(request, "negative_embedding"),
                                 bool(get_scalar(request, "has_negative")))
         shape = latent_shape(*(get_scalar(request, n) for n in ("num_video_frames", "height", "width")))

@@ -1,7 +1,7 @@
 """Tokenizer decoder stage: normalised latent -> uint8 frames [T, H, W, 3] (reference §3.2, §4.8)."""
 
 from cosmos_triton.tokenizer import CosmosVideoTokenizer, frames_to_uint8
-from cosmos_triton.triton_io import get_tensor, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.triton_io import get_tensor, log_placement, respond, stage_device, stage_settings, tensor_out
 
 
 class TritonPythonModel:
@@ -15,5 +15,7 @@ class TritonPythonModel:
         import torch
 
         with torch.no_grad():
-            frames = frames_to_uint8(self.tokenizer.decode(get_tensor(request, "latent")))
+            latent = get_tensor(request, "latent")
+            log_placement("tokenizer_decoder", latent=latent)
+            frames = frames_to_uint8(self.tokenizer.decode(latent))
         return [tensor_out("video", frames)]  # uint8 on the device: the only large tensor crosses once, 4x smaller

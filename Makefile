@@ -6,9 +6,13 @@ SMALL := checkpoints/small
 SMALL_DIT := Cosmos-1.0-Diffusion-Small-Text2World
 SERVE_ARGS ?= --checkpoint_dir $(SMALL) --diffusion_transformer_dir $(SMALL_DIT)
 
-.PHONY: setup checkpoints demo serve test lint repository
+.PHONY: setup system-deps checkpoints demo serve test lint repository
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-deps
+
+# Debian's WordNet, from which the small guardrail checkpoint's nltk_data is built (no downloads at run time).
+system-deps:
+	@bash export/install_system_deps.sh
 
 # torch first and pinned: the local CPU build; a looser spec would pull GBs of CUDA wheels.
 $(VENV)/.installed: pyproject.toml

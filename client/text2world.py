@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # typing.Self needs Python 3.11 at runtime; client machines m
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 2
 EXIT_INTERRUPTED = 130
+GUARDRAIL_BLOCKED = "GUARDRAIL BLOCKED"  # prefix of the server's message when a guardrail refuses a request
 
 # The original CLI's default negative prompt, verbatim (reference §4.5). Used when the server's envelope
 # publishes none; an explicit --negative_prompt "" sends an empty one (zeroed unconditional embedding).
@@ -361,6 +362,9 @@ def describe_error(err: Exception, timeout: float) -> str:
     if not isinstance(err, InferenceServerException):
         return f"{type(err).__name__}: {err}"
     status = _status(err)
+    blocked = err.message().find(GUARDRAIL_BLOCKED)
+    if blocked >= 0:  # the original logs this and moves on to the next prompt without writing files
+        return f"guardrail blocked this generation, no video written: {err.message()[blocked:]}"
     if status == "INVALID_ARGUMENT":
         return f"server rejected the request: {err.message()}"
     if status == "DEADLINE_EXCEEDED":

@@ -1,10 +1,12 @@
 """Text2World, in process: the same stage functions the Triton models call, composed top to bottom.
 
 1. validate the request against the checkpoint's envelope
-2. encode prompt and negative prompt with T5 (each alone, batch 1)
-3. initial noise from the seed, times sigma_max
-4. sample: RES-2ab over guided denoiser evaluations
-5. decode the latent and convert to uint8 frames
+2. text guardrail on the prompt (Blocklist, Aegis)
+3. encode prompt and negative prompt with T5 (each alone, batch 1)
+4. initial noise from the seed, times sigma_max
+5. sample: RES-2ab over guided denoiser evaluations
+6. decode the latent and convert to uint8 frames
+7. video guardrail (content safety, then face pixelation)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from cosmos_triton.checkpoints import Envelope, latent_shape, read_dit_checkpoint, validate_request
 from cosmos_triton.denoiser import guided_x0
 from cosmos_triton.dit import CosmosDiT, load_dit
+from cosmos_triton.guardrail.runner import TextGuardrail, VideoGuardrail
 from cosmos_triton.sampler import SIGMA_MAX, StepCallback, initial_noise, sample
 from cosmos_triton.settings import ServeSettings
 from cosmos_triton.text_encoder import T5TextEncoder
@@ -50,19 +53,25 @@ class Text2WorldPipeline:
     net: CosmosDiT
     tokenizer: CosmosVideoTokenizer
     text_encoder: T5TextEncoder
+    text_guardrail: TextGuardrail
+    video_guardrail: VideoGuardrail
     envelope: Envelope
 
     @classmethod
     def from_settings(cls, settings: ServeSettings, device: str = "cpu") -> Text2WorldPipeline:
         ckpt = read_dit_checkpoint(settings.dit_path)
         return cls(net=load_dit(ckpt, device=device), tokenizer=CosmosVideoTokenizer(settings.tokenizer_path, device),
-                   text_encoder=T5TextEncoder(settings.t5_path, device), envelope=ckpt.envelope)
+                   text_encoder=T5TextEncoder(settings.t5_path, device),
+                   text_guardrail=TextGuardrail(settings.guardrail_path, device),
+                   video_guardrail=VideoGuardrail(settings.guardrail_path, device), envelope=ckpt.envelope)
 
     @torch.no_grad()
     def __call__(self, callback: StepCallback | None = None, **request: Any) -> np.ndarray:
-        """Returns uint8 frames [T, H, W, 3]. Request fields as the ensemble's inputs; absent ones get defaults."""
+        """Returns uint8 frames [T, H, W, 3]. Request fields as the ensemble's inputs; absent ones get defaults.
+        Raises GuardrailBlocked when a guardrail refuses the prompt or the video."""
         req = validate_request(self.envelope, request)
-        cond, negative, has_negative = encode_prompts(self.text_encoder, req["prompt"], req["negative_prompt"])
+        prompt = self.text_guardrail(req["prompt"])
+        cond, negative, has_negative = encode_prompts(self.text_encoder, prompt, req["negative_prompt"])
         uncond = uncond_context(self.net.arch.model_type, cond, negative, has_negative)
         shape = latent_shape(req["num_video_frames"], req["height"], req["width"])
         x_T = latent_noise(shape, req["seed"], self.net.device)
@@ -71,4 +80,4 @@ class Text2WorldPipeline:
             return guided_x0(self.net, x, sigma, cond, uncond, req["guidance"], float(req["fps"]))
 
         latent = sample(x0_fn, x_T, req["num_steps"], callback)
-        return frames_to_uint8(self.tokenizer.decode(latent)).cpu().numpy()
+        return self.video_guardrail(frames_to_uint8(self.tokenizer.decode(latent)).cpu().numpy())

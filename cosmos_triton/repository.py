@@ -59,6 +59,7 @@ REQUEST = tuple(Io(io.name, io.dtype) for io in REQUEST_INPUTS)
 
 STAGES: tuple[Stage, ...] = (
     Stage("text2world_request", REQUEST_INPUTS, REQUEST, gpu=False),
+    Stage("text_guardrail", (Io("prompt", "STRING"),), (Io("prompt", "STRING"),)),
     Stage("t5_encoder", (Io("prompt", "STRING"), Io("negative_prompt", "STRING")),
           (Io("prompt_embedding", "BF16", CONTEXT), Io("negative_embedding", "BF16", CONTEXT),
            Io("has_negative", "BOOL"))),
@@ -73,6 +74,7 @@ STAGES: tuple[Stage, ...] = (
            Io("width", "INT32"), Io("num_video_frames", "INT32"), Io("fps", "INT32")),
           (Io("latent", "FP32", LATENT),)),
     Stage("tokenizer_decoder", (Io("latent", "FP32", LATENT),), (Io("video", "UINT8", (-1, -1, -1, 3)),)),
+    Stage("video_guardrail", (Io("video", "UINT8", (-1, -1, -1, 3)),), (Io("video", "UINT8", (-1, -1, -1, 3)),)),
     Stage("mp4_encoder", (Io("video", "UINT8", (-1, -1, -1, 3)), Io("fps", "INT32")), (Io("mp4", "STRING"),),
           gpu=False),
 )
@@ -89,11 +91,13 @@ def _same(*names: str) -> dict[str, str]:
     return {n: n for n in names}
 
 
-# Text2World: validate -> [guardrail, upsampler: later issues] -> T5 -> sampler (BLS over dit_step) -> decode -> mp4
+# Text2World: validate -> text guardrail [-> upsampler -> text guardrail: later issue] -> T5
+#             -> sampler (BLS over dit_step) -> decode -> video guardrail -> mp4
 TEXT2WORLD_STEPS: tuple[Step, ...] = (
-    # "prompt_used" is the ensemble output; later stages that rewrite the prompt (upsampler) will produce it.
     Step("text2world_request", _same(*(io.name for io in REQUEST_INPUTS)),
-         {**{io.name: f"req_{io.name}" for io in REQUEST}, "prompt": "prompt_used"}),
+         {io.name: f"req_{io.name}" for io in REQUEST}),
+    # "prompt_used" is an ensemble output: the prompt that passed the last text guardrail.
+    Step("text_guardrail", {"prompt": "req_prompt"}, {"prompt": "prompt_used"}),
     Step("t5_encoder", {"prompt": "prompt_used", "negative_prompt": "req_negative_prompt"},
          _same("prompt_embedding", "negative_embedding", "has_negative")),
     Step("sampler",
@@ -101,7 +105,8 @@ TEXT2WORLD_STEPS: tuple[Step, ...] = (
           **{n: f"req_{n}" for n in ("seed", "num_steps", "guidance", "height", "width", "num_video_frames", "fps")}},
          _same("latent")),
     Step("tokenizer_decoder", _same("latent"), {"video": "frames"}),
-    Step("mp4_encoder", {"video": "frames", "fps": "req_fps"}, {"mp4": "video"}),
+    Step("video_guardrail", {"video": "frames"}, {"video": "safe_frames"}),
+    Step("mp4_encoder", {"video": "safe_frames", "fps": "req_fps"}, {"mp4": "video"}),
 )
 TEXT2WORLD_OUTPUTS = (Io("video", "STRING"), Io("prompt_used", "STRING"))
 

@@ -17,6 +17,7 @@ DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_DIT_DIR = "Cosmos-1.0-Diffusion-7B-Text2World"
 DEFAULT_TOKENIZER_DIR = "Cosmos-1.0-Tokenizer-CV8x8x8"
 DEFAULT_T5_DIR = "google-t5/t5-11b"
+DEFAULT_GUARDRAIL_DIR = "Cosmos-1.0-Guardrail"
 
 # ServeSettings field -> environment variable; the only place the variable names are spelled out
 ENV_VARS: dict[str, str] = {
@@ -24,6 +25,7 @@ ENV_VARS: dict[str, str] = {
     "dit_dir": "COSMOS_DIT_DIR",
     "tokenizer_dir": "COSMOS_TOKENIZER_DIR",
     "t5_dir": "COSMOS_T5_DIR",
+    "guardrail_dir": "COSMOS_GUARDRAIL_DIR",
 }
 
 
@@ -35,6 +37,7 @@ class ServeSettings:
     dit_dir: str = DEFAULT_DIT_DIR
     tokenizer_dir: str = DEFAULT_TOKENIZER_DIR
     t5_dir: str = DEFAULT_T5_DIR
+    guardrail_dir: str = DEFAULT_GUARDRAIL_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -69,3 +72,7 @@ class ServeSettings:
     @property
     def t5_path(self) -> Path:
         return Path(self.checkpoint_dir) / self.t5_dir
+
+    @property
+    def guardrail_path(self) -> Path:
+        return Path(self.checkpoint_dir) / self.guardrail_dir

@@ -15,6 +15,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from cosmos_triton.checkpoints import RequestError
+from cosmos_triton.guardrail.runner import GuardrailBlocked
 from cosmos_triton.settings import ServeSettings
 
 
@@ -94,7 +95,7 @@ def string_out(name: str, value: str | bytes) -> Any:
 
 
 def error_response(stage: str, exc: BaseException) -> Any:
-    if isinstance(exc, RequestError):
+    if isinstance(exc, (RequestError, GuardrailBlocked)):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     if isinstance(exc, Cancelled):
         error = pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED)

@@ -138,3 +138,20 @@ def test_client_batch_writes_each_item_and_goes_on_after_a_bad_one(server, tmp_p
     assert client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder",
                             str(out)]) == 1
     assert (out / "0.mp4").stat().st_mtime_ns == before  # finished items are skipped on rerun
+
+
+def test_a_blocked_prompt_ends_the_request_naming_the_guardrail(server):
+    with pytest.raises(InferenceServerException) as err:
+        generate(server, prompt="A bloodbath in a warehouse full of boxes.")
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "GUARDRAIL BLOCKED: Blocklist: Prompt blocked by censorship" in err.value.message()
+    assert generate(server, prompt=PROMPT)[1] == PROMPT  # and the server goes on serving
+
+
+def test_client_reports_a_blocked_item_writes_nothing_for_it_and_goes_on(server, tmp_path):
+    jsonl = tmp_path / "batch.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "a knife fight with gore"}) + "\n" + json.dumps({"prompt": PROMPT}) + "\n")
+    out = tmp_path / "out"
+    rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out)])
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == ["1.mp4", "1.txt"]

@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SMALL := checkpoints/small
-SMALL_DIT := Cosmos-1.0-Diffusion-Small-Text2World
-SERVE_ARGS ?= --checkpoint_dir $(SMALL) --diffusion_transformer_dir $(SMALL_DIT)
+SERVE_ARGS ?= --checkpoint_dir $(SMALL) --diffusion_transformer_dir Cosmos-1.0-Diffusion-Small-Text2World \
+	--v2w_diffusion_transformer_dir Cosmos-1.0-Diffusion-Small-Video2World
 
 .PHONY: setup system-deps checkpoints demo serve test lint repository
 

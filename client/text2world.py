@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -72,6 +72,10 @@ INPUT_SPECS: dict[str, tuple[str, Any]] = {
     "num_video_frames": ("INT32", np.int32),
     "fps": ("INT32", np.int32),
 }
+EXTRA_INPUT_SPECS: dict[str, tuple[str, Any]] = {
+    "visual_input": ("BYTES", np.object_),
+    "num_input_frames": ("INT32", np.int32),
+}
 OUTPUT_NAMES = ("video", "prompt_used")
 
 METADATA_TIMEOUT_S = 60.0
@@ -89,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="text prompt for single video generation")
     src.add_argument("--batch_input_path", help='JSONL file, one {"prompt": ...} object per line')
+    add_common_flags(p, model="text2world")
+    return p
+
+
+def add_common_flags(p: argparse.ArgumentParser, model: str) -> None:
+    """The flags text2world.py and video2world.py share (the original's add_common_arguments, plus the server)."""
     p.add_argument(
         "--negative_prompt",
         default=None,
@@ -105,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video_save_name", default="output", help="output file name for single generation")
     p.add_argument("--video_save_folder", default="outputs/", help="output folder")
     p.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint, host:port")
-    p.add_argument("--model", default="text2world", help="ensemble model name")
+    p.add_argument("--model", default=model, help="ensemble model name")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one video (default 3600)")
-    return p
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,9 @@ class Job:
     prompt: str
     video_path: Path
     text_path: Path
+    # inputs beyond the common contract, e.g. Video2World's ("visual_input", Path) and ("num_input_frames", 9);
+    # a Path value is sent as the file's bytes, read when the job runs
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 def output_paths(folder: str | Path, name: str) -> tuple[Path, Path]:
@@ -321,12 +333,16 @@ def fetch_model_info(client: Any, model: str, url: str) -> tuple[dict[str, Any] 
     return parse_envelope(response), int(config.get("max_batch_size", 0) or 0)
 
 
-def build_inputs(request: GenerationRequest, batched: bool = False) -> list[grpcclient.InferInput]:
+def build_inputs(request: GenerationRequest, batched: bool = False,
+                 extra: Sequence[tuple[str, Any]] = ()) -> list[grpcclient.InferInput]:
     """One InferInput per contract input, shape [1] (or [1, 1] if the ensemble declares a batch dimension)."""
     inputs = []
-    for name, (triton_type, np_type) in INPUT_SPECS.items():
-        value = getattr(request, name)
-        if np_type is np.object_:
+    values = [(name, spec, getattr(request, name)) for name, spec in INPUT_SPECS.items()]
+    values += [(name, EXTRA_INPUT_SPECS[name], value) for name, value in extra if value is not None]
+    for name, (triton_type, np_type), value in values:
+        if isinstance(value, Path):
+            value = value.read_bytes()
+        if np_type is np.object_ and isinstance(value, str):
             value = value.encode("utf-8")
         elif np.issubdtype(np_type, np.integer) and not np.iinfo(np_type).min <= value <= np.iinfo(np_type).max:
             # numpy 1.x would silently wrap it, sending the server a different number
@@ -348,10 +364,11 @@ def _first_bytes(result: Any, name: str) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def generate(client: Any, model: str, request: GenerationRequest, batched: bool, timeout: float) -> tuple[bytes, str]:
+def generate(client: Any, model: str, request: GenerationRequest, batched: bool, timeout: float,
+             extra: Sequence[tuple[str, Any]] = ()) -> tuple[bytes, str]:
     """Run one request; returns (mp4 bytes, prompt used)."""
     outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUT_NAMES]
-    result = client.infer(model, build_inputs(request, batched), outputs=outputs, client_timeout=timeout)
+    result = client.infer(model, build_inputs(request, batched, extra), outputs=outputs, client_timeout=timeout)
     video = _first_bytes(result, "video")
     if not video:
         raise RuntimeError("server returned an empty video")
@@ -391,13 +408,13 @@ def run_job(
     out.flush()
     with Ticker(label, out) as ticker:
         try:
-            video, prompt_used = generate(client, args.model, request, batched, args.timeout)
+            video, prompt_used = generate(client, args.model, request, batched, args.timeout, job.extra)
             failure = None
         except InferenceServerException as exc:
             if _status(exc) == "UNAVAILABLE":
                 raise ServerUnavailable(f"lost the Triton server at {args.url}: {exc.message()}") from exc
             failure = describe_error(exc, args.timeout)
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, OSError) as exc:  # OSError: an unreadable input file
             failure = str(exc)
     if failure is not None:
         err.write(f"{label} FAILED after {ticker.elapsed:.1f} s: {failure}\n")
@@ -419,12 +436,16 @@ def pending_jobs(jobs: Sequence[Job], batch: bool, out: TextIO) -> list[tuple[st
     return pending
 
 
-def run(args: argparse.Namespace, client: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
+JobsLoader = Callable[[argparse.Namespace], tuple[list[Job], list[str]]]
+
+
+def run(args: argparse.Namespace, client: Any, out: TextIO | None = None, err: TextIO | None = None,
+        jobs_loader: JobsLoader = load_jobs) -> int:
     """Everything after argument parsing; `client` is a tritonclient gRPC client (or a test double)."""
     out = out or sys.stdout  # resolved per call so captured/redirected streams are honoured
     err = err or sys.stderr
     batch = args.batch_input_path is not None
-    jobs, input_errors = load_jobs(args)
+    jobs, input_errors = jobs_loader(args)
     for message in input_errors:
         err.write(f"error: {message}\n")
     pending = pending_jobs(jobs, batch, out)
@@ -448,14 +469,15 @@ def run(args: argparse.Namespace, client: Any, out: TextIO | None = None, err: T
     return EXIT_FAILED if failed or input_errors else EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, parser: Callable[[], argparse.ArgumentParser] = build_parser,
+         jobs_loader: JobsLoader = load_jobs) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors; return instead for in-process callers
         return int(exc.code or 0)
     client = grpcclient.InferenceServerClient(url=args.url)
     try:
-        return run(args, client)
+        return run(args, client, jobs_loader=jobs_loader)
     except ServerUnavailable as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_UNAVAILABLE

@@ -77,6 +77,7 @@ class Envelope:
     num_steps: tuple[int, int] = (1, 200)
     guidance: tuple[float, float] = (0.0, 100.0)
     seed: tuple[int, int] = (0, SEED_MAX)
+    num_input_frames: tuple[int, ...] = ()  # Video2World only: how many input frames may condition
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +94,7 @@ class Envelope:
             num_steps=(int(d["num_steps"][0]), int(d["num_steps"][1])),
             guidance=(float(d["guidance"][0]), float(d["guidance"][1])),
             seed=(int(d["seed"][0]), int(d["seed"][1])),
+            num_input_frames=tuple(int(n) for n in d.get("num_input_frames", ())),
             defaults=dict(d.get("defaults", {})),
         )
 
@@ -132,6 +134,23 @@ SMALL_ENVELOPE = Envelope(
     num_video_frames=(121,),
     fps=(12, 40),
     defaults=_defaults(96, 160),
+)
+
+# Video2World: the original derives the input resize and the output size from the model's state shape, so it
+# generates 704x1280 whatever --height/--width say (§4.7 "Gotcha"); conditioning on the last 1 or 9 frames.
+ORIGINAL_V2W_ENVELOPE = Envelope(
+    resolutions=((704, 1280),),
+    num_video_frames=(121,),
+    fps=(12, 40),
+    num_input_frames=(1, 9),
+    defaults={**_defaults(704, 1280), "num_input_frames": 1},
+)
+SMALL_V2W_ENVELOPE = Envelope(
+    resolutions=((96, 160),),
+    num_video_frames=(121,),
+    fps=(12, 40),
+    num_input_frames=(1, 9),
+    defaults={**_defaults(96, 160), "num_input_frames": 1},
 )
 
 _7B = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
@@ -175,7 +194,8 @@ def read_dit_checkpoint(path: Path | str) -> DiTCheckpoint:
         raise ValueError(
             f"{path / CONFIG_JSON} has no 'architecture' and the folder name is not one of {sorted(DIT_PRESETS)}"
         )
-    envelope = Envelope.from_dict(config["envelope"]) if "envelope" in config else ORIGINAL_ENVELOPE
+    preset_envelope = ORIGINAL_ENVELOPE if arch.model_type == "Text2World" else ORIGINAL_V2W_ENVELOPE
+    envelope = Envelope.from_dict(config["envelope"]) if "envelope" in config else preset_envelope
     return DiTCheckpoint(path=path, architecture=arch, envelope=envelope)
 
 
@@ -220,4 +240,10 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
         accepted = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
         raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {accepted}")
     out["height"], out["width"] = int(height), int(width)
+    if envelope.num_input_frames:
+        n = values.get("num_input_frames")
+        if isinstance(n, bool) or n is None or not float(n).is_integer() or int(n) not in envelope.num_input_frames:
+            accepted = list(envelope.num_input_frames)
+            raise RequestError("num_input_frames", f"{n!r} is not accepted; accepted: {accepted}")
+        out["num_input_frames"] = int(n)
     return out

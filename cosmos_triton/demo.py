@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_dir", default="checkpoints/small")
     parser.add_argument("--diffusion_transformer_dir", default="Cosmos-1.0-Diffusion-Small-Text2World")
+    parser.add_argument("--v2w_diffusion_transformer_dir", default="Cosmos-1.0-Diffusion-Small-Video2World")
     parser.add_argument("--video_save_folder", default="outputs")
     parser.add_argument("--video_save_name", default="robot")
     parser.add_argument("--log_file", default="outputs/demo-server.log")
     args = parser.parse_args(argv)
 
-    settings = ServeSettings(checkpoint_dir=args.checkpoint_dir, dit_dir=args.diffusion_transformer_dir)
+    settings = ServeSettings(checkpoint_dir=args.checkpoint_dir, dit_dir=args.diffusion_transformer_dir,
+                             v2w_dit_dir=args.v2w_diffusion_transformer_dir)
     Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
     Path(args.log_file).write_text("")
     t0 = time.monotonic()

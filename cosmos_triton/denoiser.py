@@ -3,9 +3,14 @@ x0 = cond + g (cond - uncond). This is what the DiT-step Triton model computes p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from cosmos_triton.dit import CosmosDiT
+
+if TYPE_CHECKING:
+    from cosmos_triton.conditioning import VideoCondition
 
 SIGMA_DATA = 0.5
 
@@ -38,9 +43,16 @@ def denoise(net: CosmosDiT, x_t: torch.Tensor, sigma: torch.Tensor, context: tor
 
 @torch.no_grad()
 def guided_x0(net: CosmosDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-              guidance: float, fps: float) -> torch.Tensor:
+              guidance: float, fps: float, condition: VideoCondition | None = None) -> torch.Tensor:
     """Classifier-free guidance on x0 as NVIDIA writes it: cond + g (cond - uncond) (g = 7 is 8 in the usual form).
-    Two sequential batch-1 passes, like the original."""
-    cond_x0 = denoise(net, x_t, sigma, cond, fps)
-    uncond_x0 = denoise(net, x_t, sigma, uncond, fps)
+    Two sequential batch-1 passes, like the original. With a Video2World condition, each branch sees the
+    conditioned frames in its input and mask, and has their x0 replaced by the clean latent before CFG."""
+    if condition is None:
+        cond_x0 = denoise(net, x_t, sigma, cond, fps)
+        uncond_x0 = denoise(net, x_t, sigma, uncond, fps)
+    else:
+        x_in = condition.network_input(x_t, sigma)
+        mask = condition.input_mask(x_in)
+        cond_x0 = condition.replace(denoise(net, x_in, sigma, cond, fps, mask), sigma)
+        uncond_x0 = condition.replace(denoise(net, x_in, sigma, uncond, fps, mask), sigma)
     return cond_x0 + guidance * (cond_x0 - uncond_x0)

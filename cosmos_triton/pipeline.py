@@ -1,23 +1,26 @@
-"""Text2World, in process: the same stage functions the Triton models call, composed top to bottom.
+"""Text2World and Video2World, in process: the same stage functions the Triton models call, top to bottom.
 
 1. validate the request against the checkpoint's envelope
 2. text guardrail on the prompt (Blocklist, Aegis)
 3. encode prompt and negative prompt with T5 (each alone, batch 1)
 4. initial noise from the seed, times sigma_max
-5. sample: RES-2ab over guided denoiser evaluations
-6. decode the latent and convert to uint8 frames
-7. video guardrail (content safety, then face pixelation)
+5. Video2World: decode the visual input, encode its last 1 or 9 frames as the condition latent
+6. sample: RES-2ab over guided denoiser evaluations
+7. decode the latent and convert to uint8 frames
+8. video guardrail (content safety, then face pixelation)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from cosmos_triton.checkpoints import Envelope, latent_shape, read_dit_checkpoint, validate_request
+from cosmos_triton.conditioning import VideoCondition
 from cosmos_triton.denoiser import guided_x0
 from cosmos_triton.dit import CosmosDiT, load_dit
 from cosmos_triton.guardrail.runner import TextGuardrail, VideoGuardrail
@@ -43,13 +46,22 @@ def uncond_context(model_type: str, cond: torch.Tensor, negative: torch.Tensor, 
     return torch.zeros_like(cond) if model_type == "Text2World" else cond
 
 
-def latent_noise(shape: tuple[int, ...], seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """x_T = 80 N with N from numpy.RandomState(seed), shape (1, C, T, H, W) (reference §4.6)."""
-    return (initial_noise((1, *shape), seed) * SIGMA_MAX).to(device)
+def seeded_normal(shape: tuple[int, ...], seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """N of reference §4.6, shape (1, C, T, H, W): x_T = 80 N, and Video2World's augment noise is this same N."""
+    return initial_noise((1, *shape), seed).to(device)
+
+
+def encode_condition(tokenizer: CosmosVideoTokenizer, clip: torch.Tensor, num_input_frames: int,
+                     noise: torch.Tensor) -> VideoCondition:
+    """The padded 121-frame clip [1, 3, 121, H, W] (bf16, [-1, 1]) -> the Video2World condition (§4.7)."""
+    from cosmos_triton.video_input import num_condition_latent_frames
+
+    gt_latent = tokenizer.encode(clip.to(torch.bfloat16))
+    return VideoCondition.build(gt_latent, num_condition_latent_frames(num_input_frames), noise)
 
 
 @dataclass
-class Text2WorldPipeline:
+class WorldPipeline:
     net: CosmosDiT
     tokenizer: CosmosVideoTokenizer
     text_encoder: T5TextEncoder
@@ -58,26 +70,56 @@ class Text2WorldPipeline:
     envelope: Envelope
 
     @classmethod
-    def from_settings(cls, settings: ServeSettings, device: str = "cpu") -> Text2WorldPipeline:
-        ckpt = read_dit_checkpoint(settings.dit_path)
+    def load(cls, settings: ServeSettings, dit_path: Path, device: str = "cpu") -> WorldPipeline:
+        ckpt = read_dit_checkpoint(dit_path)
         return cls(net=load_dit(ckpt, device=device), tokenizer=CosmosVideoTokenizer(settings.tokenizer_path, device),
                    text_encoder=T5TextEncoder(settings.t5_path, device),
                    text_guardrail=TextGuardrail(settings.guardrail_path, device),
                    video_guardrail=VideoGuardrail(settings.guardrail_path, device), envelope=ckpt.envelope)
 
+    @property
+    def model_type(self) -> str:
+        return self.net.arch.model_type
+
     @torch.no_grad()
-    def __call__(self, callback: StepCallback | None = None, **request: Any) -> np.ndarray:
+    def __call__(self, callback: StepCallback | None = None, visual_input: bytes | None = None,
+                 **request: Any) -> np.ndarray:
         """Returns uint8 frames [T, H, W, 3]. Request fields as the ensemble's inputs; absent ones get defaults.
-        Raises GuardrailBlocked when a guardrail refuses the prompt or the video."""
+        Video2World also takes `visual_input` (image or mp4 bytes). Raises GuardrailBlocked when a guardrail
+        refuses the prompt or the video, RequestError for a value outside the envelope."""
         req = validate_request(self.envelope, request)
         prompt = self.text_guardrail(req["prompt"])
         cond, negative, has_negative = encode_prompts(self.text_encoder, prompt, req["negative_prompt"])
-        uncond = uncond_context(self.net.arch.model_type, cond, negative, has_negative)
+        uncond = uncond_context(self.model_type, cond, negative, has_negative)
         shape = latent_shape(req["num_video_frames"], req["height"], req["width"])
-        x_T = latent_noise(shape, req["seed"], self.net.device)
+        noise = seeded_normal(shape, req["seed"], self.net.device)
+        condition = None
+        if self.model_type == "Video2World":
+            from cosmos_triton.video_input import decode_visual_input, prepare_condition_video, select_input_frames
+
+            if visual_input is None:
+                from cosmos_triton.checkpoints import RequestError
+
+                raise RequestError("visual_input", "Video2World needs an image or a video")
+            frames = select_input_frames(decode_visual_input(visual_input), req["num_input_frames"])
+            clip = prepare_condition_video(frames, req["height"], req["width"], req["num_video_frames"])
+            condition = encode_condition(self.tokenizer, clip.to(self.net.device), req["num_input_frames"], noise)
 
         def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return guided_x0(self.net, x, sigma, cond, uncond, req["guidance"], float(req["fps"]))
+            return guided_x0(self.net, x, sigma, cond, uncond, req["guidance"], float(req["fps"]), condition)
 
-        latent = sample(x0_fn, x_T, req["num_steps"], callback)
+        latent = sample(x0_fn, noise * SIGMA_MAX, req["num_steps"], callback)
+        self.last_latent = latent  # kept for tests and debugging
         return self.video_guardrail(frames_to_uint8(self.tokenizer.decode(latent)).cpu().numpy())
+
+
+class Text2WorldPipeline(WorldPipeline):
+    @classmethod
+    def from_settings(cls, settings: ServeSettings, device: str = "cpu") -> WorldPipeline:
+        return cls.load(settings, settings.dit_path, device)
+
+
+class Video2WorldPipeline(WorldPipeline):
+    @classmethod
+    def from_settings(cls, settings: ServeSettings, device: str = "cpu") -> WorldPipeline:
+        return cls.load(settings, settings.v2w_dit_path, device)

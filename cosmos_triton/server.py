@@ -552,11 +552,16 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = argparse.ArgumentParser(
         prog="python -m cosmos_triton.server",
-        description="Serve the Cosmos-1.0 Text2World ensemble with tritonserver. Arguments after `--` are passed "
+        description="Serve the Cosmos-1.0 text2world and video2world ensembles with tritonserver (each one whose "
+        "DiT checkpoint is present). Arguments after `--` are passed "
         "to tritonserver. Checkpoint options default to $COSMOS_CHECKPOINT_DIR etc., then to the 7B checkpoints.",
     )
     parser.add_argument("--checkpoint_dir", "--checkpoint-dir", help="folder holding the checkpoint folders")
-    parser.add_argument("--diffusion_transformer_dir", "--diffusion-transformer-dir", help="DiT folder name")
+    parser.add_argument("--diffusion_transformer_dir", "--diffusion-transformer-dir",
+                        help="Text2World DiT folder name")
+    parser.add_argument("--v2w_diffusion_transformer_dir", "--v2w-diffusion-transformer-dir",
+                        help="Video2World DiT folder name")
+    parser.add_argument("--guardrail_dir", "--guardrail-dir", help="Cosmos-1.0-Guardrail folder name")
     parser.add_argument("--tokenizer_dir", "--tokenizer-dir", help="video tokenizer folder name")
     parser.add_argument("--t5_dir", "--t5-dir", help="T5 text encoder folder name")
     parser.add_argument("--model-repository", "--model_repository", default=None,
@@ -581,6 +586,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         dit_dir=args.diffusion_transformer_dir or base.dit_dir,
         tokenizer_dir=args.tokenizer_dir or base.tokenizer_dir,
         t5_dir=args.t5_dir or base.t5_dir,
+        guardrail_dir=args.guardrail_dir or base.guardrail_dir,
+        v2w_dit_dir=args.v2w_diffusion_transformer_dir or base.v2w_dit_dir,
     ).resolved()
 
 

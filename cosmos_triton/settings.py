@@ -18,6 +18,7 @@ DEFAULT_DIT_DIR = "Cosmos-1.0-Diffusion-7B-Text2World"
 DEFAULT_TOKENIZER_DIR = "Cosmos-1.0-Tokenizer-CV8x8x8"
 DEFAULT_T5_DIR = "google-t5/t5-11b"
 DEFAULT_GUARDRAIL_DIR = "Cosmos-1.0-Guardrail"
+DEFAULT_V2W_DIT_DIR = "Cosmos-1.0-Diffusion-7B-Video2World"
 
 # ServeSettings field -> environment variable; the only place the variable names are spelled out
 ENV_VARS: dict[str, str] = {
@@ -26,6 +27,7 @@ ENV_VARS: dict[str, str] = {
     "tokenizer_dir": "COSMOS_TOKENIZER_DIR",
     "t5_dir": "COSMOS_T5_DIR",
     "guardrail_dir": "COSMOS_GUARDRAIL_DIR",
+    "v2w_dit_dir": "COSMOS_V2W_DIT_DIR",
 }
 
 
@@ -38,6 +40,7 @@ class ServeSettings:
     tokenizer_dir: str = DEFAULT_TOKENIZER_DIR
     t5_dir: str = DEFAULT_T5_DIR
     guardrail_dir: str = DEFAULT_GUARDRAIL_DIR
+    v2w_dit_dir: str = DEFAULT_V2W_DIT_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -72,6 +75,10 @@ class ServeSettings:
     @property
     def t5_path(self) -> Path:
         return Path(self.checkpoint_dir) / self.t5_dir
+
+    @property
+    def v2w_dit_path(self) -> Path:
+        return Path(self.checkpoint_dir) / self.v2w_dit_dir
 
     @property
     def guardrail_path(self) -> Path:

@@ -17,7 +17,12 @@ SMALL_T2W = DiTArchitecture(
     model_type="Text2World", model_channels=64, num_blocks=2, num_heads=2, rope_scale=(2.0, 1.0, 1.0),
     adaln_lora_dim=16,
 )
+SMALL_V2W = DiTArchitecture(
+    model_type="Video2World", model_channels=64, num_blocks=2, num_heads=2, rope_scale=(2.0, 1.0, 1.0),
+    adaln_lora_dim=16,
+)
 SMALL_DIT_DIR = "Cosmos-1.0-Diffusion-Small-Text2World"
+SMALL_V2W_DIT_DIR = "Cosmos-1.0-Diffusion-Small-Video2World"
 
 
 def small_state_dict(arch: DiTArchitecture, seed: int = 0) -> dict[str, torch.Tensor]:

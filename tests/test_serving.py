@@ -155,3 +155,68 @@ def test_client_reports_a_blocked_item_writes_nothing_for_it_and_goes_on(server,
     rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out)])
     assert rc == 1
     assert sorted(p.name for p in out.iterdir()) == ["1.mp4", "1.txt"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video2World
+
+
+def _v2w_inputs():
+    from tests.test_video2world import gradient_image, png_bytes, video_bytes
+
+    return png_bytes(gradient_image()), video_bytes()
+
+
+def test_video2world_served_equals_in_process(server, v2w_pipeline):
+    image, video = _v2w_inputs()
+    for data, n in ((image, 1), (video, 9)):
+        expected = v2w_pipeline(prompt=PROMPT, visual_input=data, num_input_frames=n, seed=7)
+        (mp4,), (used,) = infer(server, "video2world", ["video", "prompt_used"], prompt=PROMPT,
+                                visual_input=np.array([data], dtype=np.object_), num_input_frames=n, seed=7)
+        assert used.decode() == PROMPT
+        assert mp4 == encode_mp4(expected, 24)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("visual_input", b"definitely not an image", "'visual_input'"),
+    ("num_input_frames", 5, "accepted: [1, 9]"),
+])
+def test_video2world_bad_inputs_get_invalid_arg(server, field, value, needle):
+    image, _ = _v2w_inputs()
+    inputs = {"prompt": PROMPT, "visual_input": np.array([image], dtype=np.object_), field: value}
+    if field == "visual_input":
+        inputs[field] = np.array([value], dtype=np.object_)
+    with pytest.raises(InferenceServerException) as err:
+        infer(server, "video2world", ["video"], **inputs)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert needle in err.value.message()
+
+
+def test_video2world_too_few_frames_is_refused(server):
+    from tests.test_video2world import video_bytes
+
+    with pytest.raises(InferenceServerException) as err:
+        infer(server, "video2world", ["video"], prompt=PROMPT, num_input_frames=9,
+              visual_input=np.array([video_bytes(num_frames=4)], dtype=np.object_))
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "'visual_input'" in err.value.message() and "9" in err.value.message()
+
+
+def test_video2world_client_with_an_image_and_with_a_video(server, tmp_path):
+    from client import video2world as v2w_cli
+
+    image, video = _v2w_inputs()
+    (tmp_path / "in.png").write_bytes(image)
+    (tmp_path / "in.mp4").write_bytes(video)
+    rc = v2w_cli.main(["--url", server.grpc_url, "--input_image_or_video_path", str(tmp_path / "in.png"),
+                       "--prompt", PROMPT, "--video_save_folder", str(tmp_path / "single"), "--video_save_name", "a"])
+    assert rc == 0
+    info = probe_mp4((tmp_path / "single" / "a.mp4").read_bytes())
+    assert (info["frames"], info["height"], info["width"], info["fps"]) == (121, 96, 160, 24.0)
+    jsonl = tmp_path / "batch.jsonl"
+    jsonl.write_text(json.dumps({"visual_input": str(tmp_path / "in.mp4"), "prompt": PROMPT}) + "\n"
+                     + json.dumps({"visual_input": str(tmp_path / "missing.png"), "prompt": PROMPT}) + "\n")
+    rc = v2w_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--num_input_frames", "9",
+                       "--video_save_folder", str(tmp_path / "batch")])
+    assert rc == 1  # the missing file is reported, the video item is generated
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["0.mp4", "0.txt"]

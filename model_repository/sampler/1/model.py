@@ -1,11 +1,13 @@
-"""The sampling loop on the server (BLS): RES-2ab in fp64 over guided evaluations of the dit_step model."""
+"""The sampling loop on the server (BLS): RES-2ab in fp64 over guided evaluations of the DiT-step model.
+With a condition latent (Video2World) it calls dit_step_v2w and sends the condition with every evaluation."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.checkpoints import latent_shape, read_dit_checkpoint
-from cosmos_triton.pipeline import latent_noise, uncond_context
-from cosmos_triton.sampler import sample
+from cosmos_triton.checkpoints import latent_shape
+from cosmos_triton.conditioning import VideoCondition
+from cosmos_triton.pipeline import seeded_normal, uncond_context
+from cosmos_triton.sampler import SIGMA_MAX, sample
 from cosmos_triton.triton_io import (
     Cancelled,
     bls_call,
@@ -15,7 +17,6 @@ from cosmos_triton.triton_io import (
     log_placement,
     respond,
     stage_device,
-    stage_settings,
     tensor_out,
 )
 
@@ -23,7 +24,6 @@ from cosmos_triton.triton_io import (
 class TritonPythonModel:
     def initialize(self, args):
         self.device = stage_device(args)
-        self.model_type = read_dit_checkpoint(stage_settings(args).dit_path).architecture.model_type
 
     def execute(self, requests):
         return respond("sampler", requests, self.handle)
@@ -31,26 +31,27 @@ class TritonPythonModel:
     def handle(self, request):
         cond = get_tensor(request, "prompt_embedding")
         log_placement("sampler", prompt_embedding=cond)
-        uncond = uncond_context(self.model_type, cond, get_tensor(request, "negative_embedding"),
+        gt_latent = get_tensor(request, "condition_latent")
+        model_type, dit = ("Text2World", "dit_step") if gt_latent is None else ("Video2World", "dit_step_v2w")
+        uncond = uncond_context(model_type, cond, get_tensor(request, "negative_embedding"),
                                 bool(get_scalar(request, "has_negative")))
         shape = latent_shape(*(get_scalar(request, n) for n in ("num_video_frames", "height", "width")))
-        constants = [pb_utils.Tensor.from_dlpack("cond", _dlpack(cond)),
-                     pb_utils.Tensor.from_dlpack("uncond", _dlpack(uncond)),
+        noise = seeded_normal(shape, get_scalar(request, "seed"), self.device)
+        constants = [tensor_out("cond", cond), tensor_out("uncond", uncond),
                      pb_utils.Tensor("guidance", np.array([get_scalar(request, "guidance")], dtype=np.float32)),
                      pb_utils.Tensor("fps", np.array([get_scalar(request, "fps")], dtype=np.float32))]
+        if gt_latent is not None:
+            num_condition_frames = int(get_scalar(request, "num_condition_frames"))
+            condition = VideoCondition.build(gt_latent.to(self.device), num_condition_frames, noise)
+            constants += [tensor_out("gt_latent", condition.gt_latent),
+                          tensor_out("augment_latent", condition.augment_latent),
+                          pb_utils.Tensor("num_condition_frames", np.array([num_condition_frames], dtype=np.int32))]
 
         def x0_fn(x, sigma):
             if request.is_cancelled():  # one round trip per step; lets a client stop a long generation
                 raise Cancelled()
-            inputs = [tensor_out("x", x), tensor_out("sigma", sigma), *constants]
-            response = bls_call("dit_step", inputs, ["x0"], self.device, parent=request)
+            response = bls_call(dit, [tensor_out("x", x), tensor_out("sigma", sigma), *constants], ["x0"],
+                                self.device, parent=request)
             return bls_output(response, "x0")
 
-        x_T = latent_noise(shape, get_scalar(request, "seed"), self.device)
-        return [tensor_out("latent", sample(x0_fn, x_T, get_scalar(request, "num_steps")))]
-
-
-def _dlpack(t):
-    import torch.utils.dlpack
-
-    return torch.utils.dlpack.to_dlpack(t.contiguous())
+        return [tensor_out("latent", sample(x0_fn, noise * SIGMA_MAX, get_scalar(request, "num_steps")))]

@@ -1,0 +1,104 @@
+"""Video2World conditioning, in process, against what reference §4.7 makes exact."""
+
+from __future__ import annotations
+
+import io
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from cosmos_triton.checkpoints import RequestError, latent_shape
+from cosmos_triton.conditioning import AUGMENT_SIGMA, VideoCondition
+from cosmos_triton.denoiser import edm_scaling
+from cosmos_triton.mp4 import encode_mp4
+from cosmos_triton.video_input import (
+    decode_visual_input,
+    num_condition_latent_frames,
+    prepare_condition_video,
+    select_input_frames,
+)
+
+PROMPT = "The robot walks towards the camera."
+
+
+def gradient_image(h: int = 120, w: int = 200) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (h + w)], -1).astype(np.uint8)
+
+
+def png_bytes(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    iio.imwrite(buf, frame, extension=".png")
+    return buf.getvalue()
+
+
+def video_bytes(num_frames: int = 20) -> bytes:
+    frames = np.stack([np.roll(gradient_image(96, 160), 7 * i, axis=1) for i in range(num_frames)])
+    return encode_mp4(frames, 24)
+
+
+@pytest.mark.parametrize("num_input_frames", [1, 9])
+def test_conditioned_latent_frames_come_out_exactly_as_the_encoded_input(v2w_pipeline, num_input_frames):
+    data = video_bytes()
+    pipe = v2w_pipeline
+    frames = pipe(prompt=PROMPT, visual_input=data, num_input_frames=num_input_frames, seed=2)
+    assert frames.shape == (121, 96, 160, 3)
+    # the condition latent, encoded independently from the same bytes
+    selected = select_input_frames(decode_visual_input(data), num_input_frames)
+    clip = prepare_condition_video(selected, 96, 160)
+    gt = pipe.tokenizer.encode(clip.to(torch.bfloat16))
+    n = num_condition_latent_frames(num_input_frames)
+    assert n == (1 if num_input_frames == 1 else 2)
+    final = pipe.last_latent
+    assert torch.equal(final[:, :, :n], gt[:, :, :n].float())  # replaced on every call, CFG keeps them exact
+    assert not torch.equal(final[:, :, n:], gt[:, :, n:].float())
+    # the decoder is causal: the first 1 + 8 (n - 1) pixel frames depend only on the conditioned latent frames
+    pixels = 1 + 8 * (n - 1)
+    decoded_final, decoded_gt = pipe.tokenizer.decode(final), pipe.tokenizer.decode(gt.float())
+    assert torch.equal(decoded_final[:, :, :pixels], decoded_gt[:, :, :pixels])
+
+
+def test_empty_negative_prompt_makes_cfg_a_no_op(v2w_pipeline):
+    data = png_bytes(gradient_image())
+    a = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=7.0, seed=3, num_steps=4)
+    b = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=0.0, seed=3, num_steps=4)
+    c = v2w_pipeline(prompt=PROMPT, visual_input=data, guidance=7.0, seed=3, num_steps=4)  # default negative
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_video2world_requires_a_visual_input_and_accepts_only_1_or_9_frames(v2w_pipeline):
+    with pytest.raises(RequestError, match="num_input_frames"):
+        v2w_pipeline(prompt=PROMPT, visual_input=png_bytes(gradient_image()), num_input_frames=5, num_steps=1)
+    with pytest.raises(RequestError):
+        v2w_pipeline(prompt=PROMPT, num_steps=1)
+    with pytest.raises(RequestError):
+        v2w_pipeline(prompt=PROMPT, visual_input=b"not an image", num_steps=1)
+
+
+def test_condition_network_input_is_c_in_augment_times_the_augmented_latent():
+    gt = torch.randn(1, 16, 4, 2, 3).to(torch.bfloat16)
+    noise = torch.randn(1, 16, 4, 2, 3)
+    cond = VideoCondition.build(gt, 2, noise)
+    sigma = torch.tensor([5.0])
+    x_t = torch.randn(1, 16, 4, 2, 3)
+    x_in = cond.network_input(x_t, sigma)
+    c_in_aug = edm_scaling(torch.tensor([AUGMENT_SIGMA], dtype=torch.bfloat16))[2].float()
+    expected = (gt.float() + noise * torch.tensor(AUGMENT_SIGMA, dtype=torch.bfloat16).float()) * c_in_aug
+    # after the net's own c_in(sigma) the conditioned frames enter as c_in(0.001)(gt + 0.001 N) (~2 gt)
+    net_sees = x_in[:, :, :2] * edm_scaling(sigma)[2]
+    torch.testing.assert_close(net_sees, expected[:, :, :2], rtol=1e-6, atol=1e-6)
+    assert torch.equal(x_in[:, :, 2:], x_t[:, :, 2:])
+    assert torch.equal(cond.input_mask(x_in)[0, 0, :, 0, 0], torch.tensor([1, 1, 0, 0], dtype=torch.bfloat16))
+    x0 = torch.randn(1, 16, 4, 2, 3).to(torch.bfloat16)
+    replaced = cond.replace(x0, sigma)
+    assert torch.equal(replaced[:, :, :2], gt[:, :, :2]) and torch.equal(replaced[:, :, 2:], x0[:, :, 2:])
+
+
+def test_condition_noise_is_the_initial_noise(v2w_pipeline):
+    from cosmos_triton.pipeline import seeded_normal
+
+    shape = latent_shape(121, 96, 160)
+    assert torch.equal(seeded_normal(shape, 5), torch.from_numpy(
+        np.random.RandomState(5).standard_normal((1, *shape)).astype(np.float32)))

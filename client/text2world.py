@@ -75,6 +75,8 @@ INPUT_SPECS: dict[str, tuple[str, Any]] = {
 EXTRA_INPUT_SPECS: dict[str, tuple[str, Any]] = {
     "visual_input": ("BYTES", np.object_),
     "num_input_frames": ("INT32", np.int32),
+    "disable_prompt_upsampler": ("BOOL", np.bool_),
+    "word_limit_to_skip_upsampler": ("INT32", np.int32),
 }
 OUTPUT_NAMES = ("video", "prompt_used")
 
@@ -93,8 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="text prompt for single video generation")
     src.add_argument("--batch_input_path", help='JSONL file, one {"prompt": ...} object per line')
+    p.add_argument("--word_limit_to_skip_upsampler", type=int,
+                   help="skip the prompt upsampler for prompts with more words than this (server default, 250)")
     add_common_flags(p, model="text2world")
     return p
+
+
+def upsampler_inputs(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """Per-request upsampler controls; None leaves the server's default (upsampling on, 250 words)."""
+    return (("disable_prompt_upsampler", True if args.disable_prompt_upsampler else None),
+            ("word_limit_to_skip_upsampler", getattr(args, "word_limit_to_skip_upsampler", None)))
+
+
+def server_side_notes(args: argparse.Namespace, err: TextIO) -> None:
+    """The original's upsampler folder and offloading flags choose what a local process loads; here the server
+    owns the models, so say so instead of silently ignoring them."""
+    if args.prompt_upsampler_dir:
+        err.write(f"note: --prompt_upsampler_dir is chosen when the server starts (COSMOS_*_UPSAMPLER_DIR); "
+                  f"ignored here ({args.prompt_upsampler_dir})\n")
+    if args.offload_prompt_upsampler:
+        err.write("note: --offload_prompt_upsampler is a server memory setting; the server keeps models resident\n")
 
 
 def add_common_flags(p: argparse.ArgumentParser, model: str) -> None:
@@ -115,6 +135,11 @@ def add_common_flags(p: argparse.ArgumentParser, model: str) -> None:
     p.add_argument("--video_save_name", default="output", help="output file name for single generation")
     p.add_argument("--video_save_folder", default="outputs/", help="output folder")
     p.add_argument("--url", default="localhost:8001", help="Triton gRPC endpoint, host:port")
+    p.add_argument("--disable_prompt_upsampler", action="store_true",
+                   help="use the prompt as given (the server upsamples by default, like the original)")
+    p.add_argument("--prompt_upsampler_dir", help="accepted for compatibility: the server chooses the upsampler")
+    p.add_argument("--offload_prompt_upsampler", action="store_true",
+                   help="accepted for compatibility: offloading is the server's memory policy")
     p.add_argument("--model", default=model, help="ensemble model name")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for one video (default 3600)")
 
@@ -224,14 +249,15 @@ def parse_batch_lines(lines: Iterable[str], source: str = "batch input") -> tupl
 def load_jobs(args: argparse.Namespace) -> tuple[list[Job], list[str]]:
     if args.batch_input_path is None:
         video, text = output_paths(args.video_save_folder, args.video_save_name)
-        return [Job(0, args.prompt, video, text)], []
+        return [Job(0, args.prompt, video, text, upsampler_inputs(args))], []
     try:
         with open(args.batch_input_path, encoding="utf-8-sig") as f:  # -sig: tolerate a BOM from editors
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         return [], [f"cannot read batch input {args.batch_input_path}: {err}"]
     items, errors = parse_batch_lines(lines, source=str(args.batch_input_path))
-    jobs = [Job(i, prompt, *output_paths(args.video_save_folder, str(i))) for i, prompt in items]
+    jobs = [Job(i, prompt, *output_paths(args.video_save_folder, str(i)), upsampler_inputs(args))
+            for i, prompt in items]
     return jobs, errors
 
 
@@ -445,6 +471,7 @@ def run(args: argparse.Namespace, client: Any, out: TextIO | None = None, err: T
     out = out or sys.stdout  # resolved per call so captured/redirected streams are honoured
     err = err or sys.stderr
     batch = args.batch_input_path is not None
+    server_side_notes(args, err)
     jobs, input_errors = jobs_loader(args)
     for message in input_errors:
         err.write(f"error: {message}\n")

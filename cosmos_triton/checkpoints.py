@@ -117,6 +117,8 @@ def _defaults(height: int, width: int) -> dict[str, Any]:
         "num_video_frames": 121,
         "fps": 24,
         "negative_prompt": DEFAULT_NEGATIVE_PROMPT,
+        "disable_prompt_upsampler": False,  # the original upsamples by default
+        "word_limit_to_skip_upsampler": 250,
     }
 
 
@@ -216,12 +218,20 @@ def _int_in_range(name: str, value: Any, lo: int, hi: int) -> int:
 def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults for absent fields and check every value; raises RequestError naming the field."""
     values = {**envelope.defaults, **{k: v for k, v in request.items() if v is not None}}
-    prompt = values.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    disable = values.get("disable_prompt_upsampler", False)
+    if not isinstance(disable, (bool, np.bool_)):
+        raise RequestError("disable_prompt_upsampler", f"{disable!r} is not accepted; accepted: true or false")
+    prompt = values.get("prompt") or ""
+    # Video2World with the upsampler on writes the prompt from the image and ignores the user's (§6.2)
+    prompt_required = not envelope.num_input_frames or bool(disable)
+    if not isinstance(prompt, str) or (prompt_required and not prompt.strip()):
         raise RequestError("prompt", "must be a non-empty UTF-8 string")
     if not isinstance(values.get("negative_prompt", ""), str):
         raise RequestError("negative_prompt", "must be a UTF-8 string (empty for no negative prompt)")
-    out = {"prompt": prompt, "negative_prompt": values.get("negative_prompt", "")}
+    out = {"prompt": prompt, "negative_prompt": values.get("negative_prompt", ""),
+           "disable_prompt_upsampler": bool(disable)}
+    out["word_limit_to_skip_upsampler"] = _int_in_range(
+        "word_limit_to_skip_upsampler", values.get("word_limit_to_skip_upsampler", 250), 0, 1_000_000)
     out["seed"] = _int_in_range("seed", values["seed"], *envelope.seed)
     out["num_steps"] = _int_in_range("num_steps", values["num_steps"], *envelope.num_steps)
     guidance = float(values["guidance"])

@@ -1,7 +1,8 @@
 """Text2World and Video2World, in process: the same stage functions the Triton models call, top to bottom.
 
 1. validate the request against the checkpoint's envelope
-2. text guardrail on the prompt (Blocklist, Aegis)
+2. prompt: Text2World: guardrail, upsample (12B), guardrail again; Video2World: upsample from the last input
+   frame (Pixtral) or, with the upsampler disabled, the user's prompt; then the guardrail (Blocklist, Aegis)
 3. encode prompt and negative prompt with T5 (each alone, batch 1)
 4. initial noise from the seed, times sigma_max
 5. Video2World: decode the visual input, encode its last 1 or 9 frames as the condition latent
@@ -67,15 +68,25 @@ class WorldPipeline:
     text_encoder: T5TextEncoder
     text_guardrail: TextGuardrail
     video_guardrail: VideoGuardrail
+    upsampler: Any  # Text2WorldPromptUpsampler or Video2WorldPromptUpsampler
     envelope: Envelope
 
     @classmethod
     def load(cls, settings: ServeSettings, dit_path: Path, device: str = "cpu") -> WorldPipeline:
         ckpt = read_dit_checkpoint(dit_path)
+        if ckpt.architecture.model_type == "Text2World":
+            from cosmos_triton.upsampler.text2world import Text2WorldPromptUpsampler
+
+            upsampler = Text2WorldPromptUpsampler(settings.t2w_upsampler_path, device)
+        else:
+            from cosmos_triton.upsampler.video2world import Video2WorldPromptUpsampler
+
+            upsampler = Video2WorldPromptUpsampler(settings.v2w_upsampler_path, device)
         return cls(net=load_dit(ckpt, device=device), tokenizer=CosmosVideoTokenizer(settings.tokenizer_path, device),
                    text_encoder=T5TextEncoder(settings.t5_path, device),
                    text_guardrail=TextGuardrail(settings.guardrail_path, device),
-                   video_guardrail=VideoGuardrail(settings.guardrail_path, device), envelope=ckpt.envelope)
+                   video_guardrail=VideoGuardrail(settings.guardrail_path, device), upsampler=upsampler,
+                   envelope=ckpt.envelope)
 
     @property
     def model_type(self) -> str:
@@ -88,20 +99,24 @@ class WorldPipeline:
         Video2World also takes `visual_input` (image or mp4 bytes). Raises GuardrailBlocked when a guardrail
         refuses the prompt or the video, RequestError for a value outside the envelope."""
         req = validate_request(self.envelope, request)
-        prompt = self.text_guardrail(req["prompt"])
-        cond, negative, has_negative = encode_prompts(self.text_encoder, prompt, req["negative_prompt"])
-        uncond = uncond_context(self.model_type, cond, negative, has_negative)
-        shape = latent_shape(req["num_video_frames"], req["height"], req["width"])
-        noise = seeded_normal(shape, req["seed"], self.net.device)
-        condition = None
+        frames = None
         if self.model_type == "Video2World":
-            from cosmos_triton.video_input import decode_visual_input, prepare_condition_video, select_input_frames
+            from cosmos_triton.video_input import decode_visual_input, select_input_frames
 
             if visual_input is None:
                 from cosmos_triton.checkpoints import RequestError
 
                 raise RequestError("visual_input", "Video2World needs an image or a video")
             frames = select_input_frames(decode_visual_input(visual_input), req["num_input_frames"])
+        prompt = self.last_prompt = self.prompt_used(req, frames)
+        cond, negative, has_negative = encode_prompts(self.text_encoder, prompt, req["negative_prompt"])
+        uncond = uncond_context(self.model_type, cond, negative, has_negative)
+        shape = latent_shape(req["num_video_frames"], req["height"], req["width"])
+        noise = seeded_normal(shape, req["seed"], self.net.device)
+        condition = None
+        if frames is not None:
+            from cosmos_triton.video_input import prepare_condition_video
+
             clip = prepare_condition_video(frames, req["height"], req["width"], req["num_video_frames"])
             condition = encode_condition(self.tokenizer, clip.to(self.net.device), req["num_input_frames"], noise)
 
@@ -111,6 +126,20 @@ class WorldPipeline:
         latent = sample(x0_fn, noise * SIGMA_MAX, req["num_steps"], callback)
         self.last_latent = latent  # kept for tests and debugging
         return self.video_guardrail(frames_to_uint8(self.tokenizer.decode(latent)).cpu().numpy())
+
+
+    def prompt_used(self, req: dict[str, Any], frames: np.ndarray | None) -> str:
+        """The guardrail-checked prompt, upsampled unless disabled (reference §6, §7.0)."""
+        if self.model_type == "Video2World":
+            if req["disable_prompt_upsampler"]:
+                return self.text_guardrail(req["prompt"])
+            return self.text_guardrail(self.upsampler.upsample(frames, req["seed"]))
+        from cosmos_triton.upsampler.text2world import word_count_exceeds
+
+        prompt = self.text_guardrail(req["prompt"])
+        if req["disable_prompt_upsampler"] or word_count_exceeds(prompt, req["word_limit_to_skip_upsampler"]):
+            return prompt
+        return self.text_guardrail(self.upsampler.upsample(prompt, req["seed"]))
 
 
 class Text2WorldPipeline(WorldPipeline):

@@ -53,11 +53,15 @@ REQUEST_INPUTS = (
     Io("width", "INT32", optional=True),
     Io("num_video_frames", "INT32", optional=True),
     Io("fps", "INT32", optional=True),
+    Io("disable_prompt_upsampler", "BOOL", optional=True),
+    Io("word_limit_to_skip_upsampler", "INT32", optional=True),
 )
 # The validated request: every field present, defaults filled in.
 REQUEST = tuple(Io(io.name, io.dtype) for io in REQUEST_INPUTS)
 FRAMES = (-1, -1, -1, 3)  # uint8 [T, H, W, 3]
-V2W_REQUEST_INPUTS = (*REQUEST_INPUTS, Io("visual_input", "STRING"), Io("num_input_frames", "INT32", optional=True))
+# Video2World's prompt is optional: with the upsampler on (the default) it is written from the image.
+V2W_REQUEST_INPUTS = (Io("prompt", "STRING", optional=True), *REQUEST_INPUTS[1:], Io("visual_input", "STRING"),
+                      Io("num_input_frames", "INT32", optional=True))
 # The validated Video2World request: the visual input decoded to its last 1 or 9 frames.
 V2W_REQUEST = (*REQUEST, Io("num_input_frames", "INT32"), Io("input_frames", "UINT8", FRAMES))
 DIT_STEP_INPUTS = (Io("x", "FP32", LATENT), Io("sigma", "FP32"), Io("cond", "BF16", CONTEXT),
@@ -66,6 +70,16 @@ DIT_STEP_INPUTS = (Io("x", "FP32", LATENT), Io("sigma", "FP32"), Io("cond", "BF1
 STAGES: tuple[Stage, ...] = (
     Stage("text2world_request", REQUEST_INPUTS, REQUEST, gpu=False),
     Stage("text_guardrail", (Io("prompt", "STRING"),), (Io("prompt", "STRING"),)),
+    # The 12B Text2World upsampler; passes the prompt through when disabled or longer than the word limit.
+    Stage("prompt_upsampler",
+          (Io("prompt", "STRING"), Io("disable_prompt_upsampler", "BOOL"), Io("word_limit_to_skip_upsampler", "INT32"),
+           Io("seed", "INT64")),
+          (Io("prompt", "STRING"),)),
+    # Pixtral-12B: writes the prompt from the last input frame; passes the user's prompt through when disabled.
+    Stage("prompt_upsampler_v2w",
+          (Io("prompt", "STRING"), Io("disable_prompt_upsampler", "BOOL"), Io("input_frames", "UINT8", FRAMES),
+           Io("seed", "INT64")),
+          (Io("prompt", "STRING"),)),
     Stage("t5_encoder", (Io("prompt", "STRING"), Io("negative_prompt", "STRING")),
           (Io("prompt_embedding", "BF16", CONTEXT), Io("negative_embedding", "BF16", CONTEXT),
            Io("has_negative", "BOOL"))),
@@ -109,13 +123,19 @@ def _same(*names: str) -> dict[str, str]:
     return {n: n for n in names}
 
 
-# Text2World: validate -> text guardrail [-> upsampler -> text guardrail: later issue] -> T5
+# Text2World: validate -> text guardrail -> prompt upsampler -> text guardrail -> T5
 #             -> sampler (BLS over dit_step) -> decode -> video guardrail -> mp4
 TEXT2WORLD_STEPS: tuple[Step, ...] = (
     Step("text2world_request", _same(*(io.name for io in REQUEST_INPUTS)),
          {io.name: f"req_{io.name}" for io in REQUEST}),
-    # "prompt_used" is an ensemble output: the prompt that passed the last text guardrail.
-    Step("text_guardrail", {"prompt": "req_prompt"}, {"prompt": "prompt_used"}),
+    # The guardrail runs on the user's prompt, then again on the upsampled one (§7.0); "prompt_used", an ensemble
+    # output, is the prompt that passed the last check.
+    Step("text_guardrail", {"prompt": "req_prompt"}, {"prompt": "checked_prompt"}),
+    Step("prompt_upsampler",
+         {"prompt": "checked_prompt",
+          **{n: f"req_{n}" for n in ("disable_prompt_upsampler", "word_limit_to_skip_upsampler", "seed")}},
+         {"prompt": "upsampled_prompt"}),
+    Step("text_guardrail", {"prompt": "upsampled_prompt"}, {"prompt": "prompt_used"}),
     Step("t5_encoder", {"prompt": "prompt_used", "negative_prompt": "req_negative_prompt"},
          _same("prompt_embedding", "negative_embedding", "has_negative")),
     Step("sampler",
@@ -127,12 +147,18 @@ TEXT2WORLD_STEPS: tuple[Step, ...] = (
     Step("mp4_encoder", {"video": "safe_frames", "fps": "req_fps"}, {"mp4": "video"}),
 )
 TEXT2WORLD_OUTPUTS = (Io("video", "STRING"), Io("prompt_used", "STRING"))
-# Video2World: validate + decode the visual input -> text guardrail -> T5 -> tokenizer encoder (condition latent)
+# Video2World: validate + decode the visual input -> prompt upsampler (Pixtral) -> text guardrail -> T5
+#              -> tokenizer encoder (condition latent)
 #              -> sampler (BLS over dit_step_v2w) -> decode -> video guardrail -> mp4
 VIDEO2WORLD_STEPS: tuple[Step, ...] = (
+    # (the word limit is a Text2World rule: Video2World's upsampler writes the prompt from the image)
     Step("video2world_request", _same(*(io.name for io in V2W_REQUEST_INPUTS)),
-         {io.name: f"req_{io.name}" for io in V2W_REQUEST}),
-    Step("text_guardrail", {"prompt": "req_prompt"}, {"prompt": "prompt_used"}),
+         {io.name: f"req_{io.name}" for io in V2W_REQUEST if io.name != "word_limit_to_skip_upsampler"}),
+    # With the upsampler on only its prompt is checked, with it off only the user's (§7.0).
+    Step("prompt_upsampler_v2w",
+         {n: f"req_{n}" for n in ("prompt", "disable_prompt_upsampler", "input_frames", "seed")},
+         {"prompt": "upsampled_prompt"}),
+    Step("text_guardrail", {"prompt": "upsampled_prompt"}, {"prompt": "prompt_used"}),
     Step("t5_encoder", {"prompt": "prompt_used", "negative_prompt": "req_negative_prompt"},
          _same("prompt_embedding", "negative_embedding", "has_negative")),
     Step("tokenizer_encoder",
@@ -207,10 +233,11 @@ def _envelope_json(dit_path: Path, preset_name: str) -> str:
 
 # Which models serve which entry point; stages shared by both appear in both.
 ENSEMBLES = {
-    "text2world": ("text2world_request", "text_guardrail", "t5_encoder", "dit_step", "sampler", "tokenizer_decoder",
-                   "video_guardrail", "mp4_encoder"),
-    "video2world": ("video2world_request", "text_guardrail", "t5_encoder", "tokenizer_encoder", "dit_step_v2w",
-                    "sampler", "tokenizer_decoder", "video_guardrail", "mp4_encoder"),
+    "text2world": ("text2world_request", "text_guardrail", "prompt_upsampler", "t5_encoder", "dit_step", "sampler",
+                   "tokenizer_decoder", "video_guardrail", "mp4_encoder"),
+    "video2world": ("video2world_request", "prompt_upsampler_v2w", "text_guardrail", "t5_encoder",
+                    "tokenizer_encoder", "dit_step_v2w", "sampler", "tokenizer_decoder", "video_guardrail",
+                    "mp4_encoder"),
 }
 
 

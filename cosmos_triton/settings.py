@@ -19,6 +19,8 @@ DEFAULT_TOKENIZER_DIR = "Cosmos-1.0-Tokenizer-CV8x8x8"
 DEFAULT_T5_DIR = "google-t5/t5-11b"
 DEFAULT_GUARDRAIL_DIR = "Cosmos-1.0-Guardrail"
 DEFAULT_V2W_DIT_DIR = "Cosmos-1.0-Diffusion-7B-Video2World"
+DEFAULT_T2W_UPSAMPLER_DIR = "Cosmos-1.0-Prompt-Upsampler-12B-Text2World"
+DEFAULT_V2W_UPSAMPLER_DIR = "Pixtral-12B"
 
 # ServeSettings field -> environment variable; the only place the variable names are spelled out
 ENV_VARS: dict[str, str] = {
@@ -28,6 +30,8 @@ ENV_VARS: dict[str, str] = {
     "t5_dir": "COSMOS_T5_DIR",
     "guardrail_dir": "COSMOS_GUARDRAIL_DIR",
     "v2w_dit_dir": "COSMOS_V2W_DIT_DIR",
+    "t2w_upsampler_dir": "COSMOS_T2W_UPSAMPLER_DIR",
+    "v2w_upsampler_dir": "COSMOS_V2W_UPSAMPLER_DIR",
 }
 
 
@@ -41,6 +45,8 @@ class ServeSettings:
     t5_dir: str = DEFAULT_T5_DIR
     guardrail_dir: str = DEFAULT_GUARDRAIL_DIR
     v2w_dit_dir: str = DEFAULT_V2W_DIT_DIR
+    t2w_upsampler_dir: str = DEFAULT_T2W_UPSAMPLER_DIR
+    v2w_upsampler_dir: str = DEFAULT_V2W_UPSAMPLER_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -79,6 +85,14 @@ class ServeSettings:
     @property
     def v2w_dit_path(self) -> Path:
         return Path(self.checkpoint_dir) / self.v2w_dit_dir
+
+    @property
+    def t2w_upsampler_path(self) -> Path:
+        return Path(self.checkpoint_dir) / self.t2w_upsampler_dir
+
+    @property
+    def v2w_upsampler_path(self) -> Path:
+        return Path(self.checkpoint_dir) / self.v2w_upsampler_dir
 
     @property
     def guardrail_path(self) -> Path:

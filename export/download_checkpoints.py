@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from cosmos_triton.checkpoints import T5_DIR, TOKENIZER_DIR
+from cosmos_triton.guardrail.common import GUARDRAIL_DIR
 
 T5_REPO = "google-t5/t5-11b"
 T5_FILES = ["config.json", "model.safetensors*", "spiece.model", "tokenizer.json", "tokenizer_config.json",
@@ -34,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     snapshot_download(f"nvidia/{TOKENIZER_DIR}", local_dir=args.checkpoint_dir / TOKENIZER_DIR,
                       allow_patterns=["encoder.jit", "decoder.jit", "mean_std.pt", "config.json"])
     snapshot_download(T5_REPO, local_dir=args.checkpoint_dir / T5_DIR, allow_patterns=T5_FILES)
+    # the guardrail folder ships its own hub caches (LlamaGuard + Aegis adapter, SigLIP) and nltk_data
+    snapshot_download(f"nvidia/{GUARDRAIL_DIR}", local_dir=args.checkpoint_dir / GUARDRAIL_DIR)
+    # prompt upsamplers: the 12B Text2World one with its tokenizer files, and Pixtral-12B (converted by NVIDIA's
+    # convert_pixtral_ckpt.py from mistralai/Pixtral-12B-2409, a gated repo) plus the HF tokenizer NVIDIA loads
+    snapshot_download("nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World",
+                      local_dir=args.checkpoint_dir / "Cosmos-1.0-Prompt-Upsampler-12B-Text2World")
+    snapshot_download("mistral-community/pixtral-12b", local_dir=args.checkpoint_dir / "Pixtral-12B",
+                      allow_patterns=["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])
     return 0
 
 

@@ -6,6 +6,8 @@
     tiny dims (Video2World: patch embedding over 16 latent + condition mask + padding mask channels)
 <out>/Cosmos-1.0-Tokenizer-CV8x8x8/{encoder.jit, decoder.jit, mean_std.pt}   TorchScript, real interface
 <out>/google-t5/t5-11b/   HF-format T5 encoder (d_model 1024) with a tokenizer built offline
+<out>/Cosmos-1.0-Prompt-Upsampler-12B-Text2World/, <out>/Pixtral-12B/   tiny Mistral / Pixtral-style
+    upsamplers in the original key layouts, tokenizers built offline, emitting a fixed benign sentence
 <out>/Cosmos-1.0-Guardrail/{blocklist, aegis, face_blur_filter, video_content_safety_filter}   the guardrail
     folder: word lists + nltk_data, hub caches of a tiny LlamaGuard + LoRA adapter and a tiny SigLIP, a
     narrow RetinaFace-ResNet-50 and the safety classifier, all in the original key layouts
@@ -19,16 +21,19 @@ from pathlib import Path
 
 from cosmos_triton.checkpoints import SMALL_ENVELOPE, SMALL_V2W_ENVELOPE, T5_DIR, TOKENIZER_DIR
 from cosmos_triton.guardrail.common import AEGIS_DIR, BLOCKLIST_DIR, FACE_BLUR_DIR, GUARDRAIL_DIR, VIDEO_SAFETY_DIR
+from cosmos_triton.settings import DEFAULT_T2W_UPSAMPLER_DIR, DEFAULT_V2W_UPSAMPLER_DIR
 from export.small_aegis import write_small_aegis
 from export.small_blocklist import write_small_blocklist
 from export.small_dit import SMALL_DIT_DIR, SMALL_V2W, SMALL_V2W_DIT_DIR, write_small_dit
 from export.small_face_blur import write_small_face_blur
 from export.small_t5 import write_small_t5
+from export.small_text2world_upsampler import write_small_text2world_upsampler
 from export.small_tokenizer import write_small_tokenizer
+from export.small_video2world_upsampler import write_small_video2world_upsampler
 from export.small_video_safety import write_small_video_safety
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "checkpoints" / "small"
-VERSION = "small-checkpoints-v3"  # bump when what is written changes, so stale copies are rebuilt
+VERSION = "small-checkpoints-v4"  # bump when what is written changes, so stale copies are rebuilt
 STAMP = ".complete"
 
 
@@ -41,6 +46,8 @@ def make_small_checkpoints(out: Path = DEFAULT_OUT, force: bool = False) -> Path
     write_small_dit(out / SMALL_V2W_DIT_DIR, SMALL_V2W_ENVELOPE, SMALL_V2W, seed=1)
     write_small_tokenizer(out / TOKENIZER_DIR)
     write_small_t5(out / T5_DIR)
+    write_small_text2world_upsampler(out / DEFAULT_T2W_UPSAMPLER_DIR)
+    write_small_video2world_upsampler(out / DEFAULT_V2W_UPSAMPLER_DIR)
     guardrail = out / GUARDRAIL_DIR
     write_small_blocklist(guardrail / BLOCKLIST_DIR)
     write_small_aegis(guardrail / AEGIS_DIR)

@@ -19,7 +19,8 @@ from cosmos_triton.checkpoints import (
 def test_defaults_are_the_original_cli_defaults():
     req = validate_request(ORIGINAL_ENVELOPE, {"prompt": "a robot"})
     assert req == {"prompt": "a robot", "negative_prompt": DEFAULT_NEGATIVE_PROMPT, "seed": 1, "num_steps": 35,
-                   "guidance": 7.0, "fps": 24, "num_video_frames": 121, "height": 704, "width": 1280}
+                   "guidance": 7.0, "fps": 24, "num_video_frames": 121, "height": 704, "width": 1280,
+                   "disable_prompt_upsampler": False, "word_limit_to_skip_upsampler": 250}
     assert DEFAULT_NEGATIVE_PROMPT.startswith("The video captures a series of frames showing ugly scenes")
     assert DEFAULT_NEGATIVE_PROMPT.endswith("Overall, the video is of poor quality.")
 
@@ -58,6 +59,16 @@ def test_resolution_error_lists_the_accepted_pairs():
 def test_prompt_is_required(prompt):
     with pytest.raises(RequestError, match="'prompt'"):
         validate_request(ORIGINAL_ENVELOPE, {"prompt": prompt})
+
+
+def test_video2world_needs_a_prompt_only_with_the_upsampler_disabled():
+    from cosmos_triton.checkpoints import ORIGINAL_V2W_ENVELOPE
+
+    assert validate_request(ORIGINAL_V2W_ENVELOPE, {})["prompt"] == ""
+    with pytest.raises(RequestError, match="'prompt'"):
+        validate_request(ORIGINAL_V2W_ENVELOPE, {"disable_prompt_upsampler": True})
+    with pytest.raises(RequestError, match="'disable_prompt_upsampler'"):
+        validate_request(ORIGINAL_V2W_ENVELOPE, {"disable_prompt_upsampler": "yes"})
 
 
 def test_empty_negative_prompt_is_kept_empty():

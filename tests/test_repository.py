@@ -28,7 +28,10 @@ def test_every_stage_has_code_and_the_ensemble_wiring_is_closed(steps):
     stages = {s.name: s for s in STAGES}
     first = stages[steps[0].model]
     available = {io.name for io in first.inputs}
+    produced, consumed = set(), set()
     for step in steps:
+        consumed |= set(step.input_map.values())
+        produced |= set(step.output_map.values())
         stage = stages[step.model]
         assert (REPOSITORY_DIR / step.model / "1" / "model.py").is_file()
         required = {io.name for io in stage.inputs if not io.optional}
@@ -37,6 +40,8 @@ def test_every_stage_has_code_and_the_ensemble_wiring_is_closed(steps):
         assert set(step.output_map) <= {io.name for io in stage.outputs}, step.model
         available |= set(step.output_map.values())
     assert {io.name for io in TEXT2WORLD_OUTPUTS} <= available
+    # Triton refuses an ensemble with a tensor nobody reads
+    assert produced - consumed <= {io.name for io in TEXT2WORLD_OUTPUTS}, produced - consumed
 
 
 def test_an_entry_point_without_its_checkpoint_is_not_rendered(tmp_path):

@@ -48,9 +48,14 @@ def generate(server, **inputs) -> tuple[bytes, str]:
 
 def test_served_stages_equal_the_in_process_pipeline_pixel_for_pixel(server, pipeline):
     expected = pipeline(prompt=PROMPT, seed=3)
+    upsampled = pipeline.last_prompt
+    assert upsampled and upsampled != PROMPT  # the upsampler is on by default, as in the original
+    (served_upsampled,) = infer(server, "prompt_upsampler", ["prompt"], prompt=PROMPT, disable_prompt_upsampler=False,
+                                word_limit_to_skip_upsampler=250, seed=3)
+    assert served_upsampled[0].decode() == upsampled
     # the served stages one by one, with the validated request the ensemble would pass
     cond, neg, has_neg = infer(server, "t5_encoder", ["prompt_embedding", "negative_embedding", "has_negative"],
-                               prompt=PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT)
+                               prompt=upsampled, negative_prompt=DEFAULT_NEGATIVE_PROMPT)
     (latent,) = infer(server, "sampler", ["latent"], prompt_embedding=cond, negative_embedding=neg,
                       has_negative=has_neg, seed=3, num_steps=35, guidance=7.0, height=96, width=160,
                       num_video_frames=121, fps=24)
@@ -59,8 +64,15 @@ def test_served_stages_equal_the_in_process_pipeline_pixel_for_pixel(server, pip
     assert np.array_equal(frames, expected)
     # and the ensemble's mp4 is exactly the in-process frames encoded (x264 is deterministic on one machine)
     video, used = generate(server, prompt=PROMPT, seed=3)
-    assert used == PROMPT
+    assert used == upsampled
     assert video == encode_mp4(expected, 24)
+
+
+def test_disabled_or_skipped_upsampler_leaves_the_prompt_untouched(server):
+    assert generate(server, prompt=PROMPT, disable_prompt_upsampler=True, num_steps=1)[1] == PROMPT
+    long_prompt = " ".join(["robot"] * 251)
+    assert generate(server, prompt=long_prompt, num_steps=1)[1] == long_prompt  # > 250 words: skipped
+    assert generate(server, prompt=PROMPT, word_limit_to_skip_upsampler=3, num_steps=1)[1] == PROMPT
 
 
 def test_two_seeds_give_different_videos(server):
@@ -71,14 +83,14 @@ def test_two_seeds_give_different_videos(server):
 
 
 def test_absent_fields_get_the_envelope_defaults(server):
-    video, used = generate(server, prompt=PROMPT)
+    video, used = generate(server, prompt=PROMPT, disable_prompt_upsampler=True)
     d = SMALL_ENVELOPE.defaults
     assert probe_mp4(video) | {"codec": None, "pix_fmt": None} == {
         "frames": d["num_video_frames"], "height": d["height"], "width": d["width"], "fps": float(d["fps"]),
         "codec": None, "pix_fmt": None}
     assert used == PROMPT
     # the defaults are the seeded default request: same bytes as spelling every default out
-    explicit, _ = generate(server, prompt=PROMPT, **{k: v for k, v in d.items()})
+    explicit, _ = generate(server, prompt=PROMPT, **{**d, "disable_prompt_upsampler": True})
     assert explicit == video
 
 
@@ -113,7 +125,8 @@ def test_ensemble_publishes_its_envelope(server):
 
 
 def test_client_single_generation_writes_the_requested_video(server, tmp_path):
-    rc = client_cli.main(["--url", server.grpc_url, "--prompt", PROMPT, "--height", "128", "--width", "128",
+    rc = client_cli.main(["--url", server.grpc_url, "--prompt", PROMPT, "--disable_prompt_upsampler",
+                          "--height", "128", "--width", "128",
                           "--fps", "30", "--seed", "4", "--video_save_folder", str(tmp_path), "--video_save_name",
                           "robot"])
     assert rc == 0
@@ -127,7 +140,8 @@ def test_client_batch_writes_each_item_and_goes_on_after_a_bad_one(server, tmp_p
     jsonl.write_text(json.dumps({"prompt": "first robot"}) + "\n" + json.dumps({"text": "no prompt"}) + "\n"
                      + json.dumps({"prompt": "third robot, ünïcödé"}) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out)])
+    rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out),
+                          "--disable_prompt_upsampler"])
     assert rc == 1  # the bad line is reported, the others are generated
     assert sorted(p.name for p in out.iterdir()) == ["0.mp4", "0.txt", "2.mp4", "2.txt"]
     assert (out / "2.txt").read_text(encoding="utf-8") == "third robot, ünïcödé"
@@ -136,7 +150,7 @@ def test_client_batch_writes_each_item_and_goes_on_after_a_bad_one(server, tmp_p
         assert (info["frames"], info["height"], info["width"], info["fps"]) == (121, 96, 160, 24.0)
     before = (out / "0.mp4").stat().st_mtime_ns
     assert client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder",
-                            str(out)]) == 1
+                            str(out), "--disable_prompt_upsampler"]) == 1
     assert (out / "0.mp4").stat().st_mtime_ns == before  # finished items are skipped on rerun
 
 
@@ -145,7 +159,7 @@ def test_a_blocked_prompt_ends_the_request_naming_the_guardrail(server):
         generate(server, prompt="A bloodbath in a warehouse full of boxes.")
     assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "GUARDRAIL BLOCKED: Blocklist: Prompt blocked by censorship" in err.value.message()
-    assert generate(server, prompt=PROMPT)[1] == PROMPT  # and the server goes on serving
+    assert generate(server, prompt=PROMPT, disable_prompt_upsampler=True)[1] == PROMPT  # and it goes on serving
 
 
 def test_client_reports_a_blocked_item_writes_nothing_for_it_and_goes_on(server, tmp_path):
@@ -169,11 +183,15 @@ def _v2w_inputs():
 
 def test_video2world_served_equals_in_process(server, v2w_pipeline):
     image, video = _v2w_inputs()
-    for data, n in ((image, 1), (video, 9)):
-        expected = v2w_pipeline(prompt=PROMPT, visual_input=data, num_input_frames=n, seed=7)
+    for data, n, upsample in ((image, 1, True), (video, 9, False)):
+        expected = v2w_pipeline(prompt=PROMPT, visual_input=data, num_input_frames=n, seed=7,
+                                disable_prompt_upsampler=not upsample)
         (mp4,), (used,) = infer(server, "video2world", ["video", "prompt_used"], prompt=PROMPT,
-                                visual_input=np.array([data], dtype=np.object_), num_input_frames=n, seed=7)
-        assert used.decode() == PROMPT
+                                visual_input=np.array([data], dtype=np.object_), num_input_frames=n, seed=7,
+                                disable_prompt_upsampler=not upsample)
+        # with the upsampler on, the user's prompt is ignored and Pixtral's passed the guardrail
+        assert used.decode() == (v2w_pipeline.last_prompt if upsample else PROMPT)
+        assert (used.decode() != PROMPT) == upsample
         assert mp4 == encode_mp4(expected, 24)
 
 

@@ -6,7 +6,7 @@ from cosmos_triton.checkpoints import read_dit_checkpoint, validate_request
 from cosmos_triton.repository import REQUEST
 from cosmos_triton.triton_io import get_scalar, get_string, respond, stage_settings, string_out, tensor_out
 
-DTYPES = {"INT64": "int64", "INT32": "int32", "FP32": "float32"}
+DTYPES = {"INT64": "int64", "INT32": "int32", "FP32": "float32", "BOOL": "bool"}
 
 
 class TritonPythonModel:

@@ -8,7 +8,7 @@ from cosmos_triton.repository import V2W_REQUEST
 from cosmos_triton.triton_io import get_scalar, get_string, respond, stage_settings, string_out, tensor_out
 from cosmos_triton.video_input import decode_visual_input, select_input_frames
 
-DTYPES = {"INT64": "int64", "INT32": "int32", "FP32": "float32"}
+DTYPES = {"INT64": "int64", "INT32": "int32", "FP32": "float32", "BOOL": "bool"}
 
 
 class TritonPythonModel:

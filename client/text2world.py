@@ -222,19 +222,26 @@ def output_paths(folder: str | Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.mp4", folder / f"{name}.txt"
 
 
-def parse_batch_lines(lines: Iterable[str], source: str = "batch input") -> tuple[list[tuple[int, str]], list[str]]:
-    """(line index, prompt) for every valid line, and one message per invalid line. Blank lines are ignored."""
-    items: list[tuple[int, str]] = []
+def json_records(lines: Iterable[str], source: str) -> tuple[list[tuple[int, str, Any]], list[str]]:
+    """(line index, "<source>, line N", parsed JSON) per non-blank line, and one message per line that is not JSON."""
+    records: list[tuple[int, str, Any]] = []
     errors: list[str] = []
     for index, line in enumerate(lines):
         if not line.strip():
             continue
         where = f"{source}, line {index + 1}"
         try:
-            record = json.loads(line)
+            records.append((index, where, json.loads(line)))
         except json.JSONDecodeError as err:
             errors.append(f"{where}: invalid JSON ({err.msg} at column {err.colno})")
-            continue
+    return records, errors
+
+
+def parse_batch_lines(lines: Iterable[str], source: str = "batch input") -> tuple[list[tuple[int, str]], list[str]]:
+    """(line index, prompt) for every valid line, and one message per invalid line. Blank lines are ignored."""
+    items: list[tuple[int, str]] = []
+    records, errors = json_records(lines, source)
+    for index, where, record in records:
         if not isinstance(record, dict):
             errors.append(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(record).__name__}')
         elif "prompt" not in record:

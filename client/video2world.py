@@ -14,7 +14,6 @@ shares its machinery with text2world.py.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,16 +48,9 @@ def parse_batch_lines(lines: Sequence[str], source: str, need_prompt: bool
                       ) -> tuple[list[tuple[int, str, str]], list[str]]:
     """(line index, visual input path, prompt) per valid line, and one message per invalid line. The "prompt"
     field is needed only when the upsampler is disabled, as in the original."""
-    items, errors = [], []
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        where = f"{source}, line {index + 1}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            errors.append(f"{where}: invalid JSON ({err.msg} at column {err.colno})")
-            continue
+    items = []
+    records, errors = t2w.json_records(lines, source)
+    for index, where, record in records:
         if not isinstance(record, dict):
             errors.append(f'{where}: expected a JSON object like {{"visual_input": "...", "prompt": "..."}}')
             continue

@@ -22,7 +22,6 @@ Usage: python -m export.small_aegis OUT_AEGIS_DIR [--seed N]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -159,13 +158,7 @@ def write_small_aegis(aegis_dir: Path, seed: int = 0) -> Path:
     return aegis_dir
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("aegis_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_small_aegis(args.aegis_dir, args.seed)
-
-
 if __name__ == "__main__":
-    _main()
+    from export.writer_cli import run_writer
+
+    run_writer(write_small_aegis, __doc__)

@@ -10,7 +10,6 @@ Usage: python -m export.small_t5 OUT_DIR [--seed N]
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import string
@@ -110,13 +109,7 @@ def write_small_t5(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_small_t5(args.out_dir, args.seed)
-
-
 if __name__ == "__main__":
-    _main()
+    from export.writer_cli import run_writer
+
+    run_writer(write_small_t5, __doc__)

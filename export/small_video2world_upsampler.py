@@ -23,7 +23,6 @@ Usage: python -m export.small_video2world_upsampler OUT_DIR [--seed N]
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -143,13 +142,7 @@ def write_small_video2world_upsampler(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_small_video2world_upsampler(args.out_dir, args.seed)
-
-
 if __name__ == "__main__":
-    _main()
+    from export.writer_cli import run_writer
+
+    run_writer(write_small_video2world_upsampler, __doc__)

@@ -18,7 +18,6 @@ Usage: python -m export.small_video_safety OUT_DIR [--seed N]
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -109,13 +108,7 @@ def write_small_video_safety(safety_dir: Path, seed: int = 0) -> Path:
     return safety_dir
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("safety_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_small_video_safety(args.safety_dir, args.seed)
-
-
 if __name__ == "__main__":
-    _main()
+    from export.writer_cli import run_writer
+
+    run_writer(write_small_video_safety, __doc__)

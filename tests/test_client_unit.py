@@ -434,3 +434,23 @@ def test_ticker_thread_is_gone_after_a_run(fake: tuple[FakeTriton, str], tmp_pat
     _, url = fake
     assert run_main(url, tmp_path, "--prompt", "p") == 0
     assert not [t for t in threading.enumerate() if t.name == "t2w-ticker"]
+
+
+def test_video2world_batch_lines_need_a_prompt_only_with_the_upsampler_disabled() -> None:
+    from client import video2world as v2w
+
+    lines = ['{"visual_input": "a.png"}', '{"visual_input": "b.mp4", "prompt": "go"}', '{"prompt": "no input"}', "{"]
+    items, errors = v2w.parse_batch_lines(lines, "in.jsonl", need_prompt=False)
+    assert items == [(0, "a.png", ""), (1, "b.mp4", "go")]
+    assert len(errors) == 2 and any('line 3: missing or empty "visual_input"' in e for e in errors)
+    items, errors = v2w.parse_batch_lines(lines, "in.jsonl", need_prompt=True)
+    assert items == [(1, "b.mp4", "go")]
+    assert any('line 1: missing or empty "prompt" (needed with --disable_prompt_upsampler)' in e for e in errors)
+
+
+def test_upsampler_flags_become_request_inputs() -> None:
+    args = t2w.build_parser().parse_args(["--prompt", "p", "--disable_prompt_upsampler",
+                                          "--word_limit_to_skip_upsampler", "10"])
+    assert t2w.upsampler_inputs(args) == (("disable_prompt_upsampler", True), ("word_limit_to_skip_upsampler", 10))
+    args = t2w.build_parser().parse_args(["--prompt", "p"])
+    assert t2w.upsampler_inputs(args) == (("disable_prompt_upsampler", None), ("word_limit_to_skip_upsampler", None))

@@ -20,11 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client import text2world as client  # noqa: E402
+from client import video2world as v2w_client  # noqa: E402
 from cosmos_triton.mp4 import decode_mp4, encode_mp4, probe_mp4  # noqa: E402
 from cosmos_triton.server import running_server  # noqa: E402
 from cosmos_triton.settings import ServeSettings  # noqa: E402
 from export.make_small_checkpoints import make_small_checkpoints  # noqa: E402
-from export.small_dit import SMALL_DIT_DIR  # noqa: E402
+from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR  # noqa: E402
 
 PROMPT = "A sleek, humanoid robot stands in a vast warehouse filled with neatly stacked cardboard boxes."
 
@@ -41,7 +42,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = ServeSettings(checkpoint_dir=str(make_small_checkpoints()), dit_dir=SMALL_DIT_DIR)
+    settings = ServeSettings(checkpoint_dir=str(make_small_checkpoints()), dit_dir=SMALL_DIT_DIR,
+                             v2w_dit_dir=SMALL_V2W_DIT_DIR)
     log = args.out / "server.log"
     result: dict = {"prompt": PROMPT}
 
@@ -57,6 +59,22 @@ def main() -> int:
             assert rc == 0, f"client exit {rc}"
         result["served_first_request_s"] = latencies[0]
         result["served_latency_s"] = latencies[1:]
+        # Video2World through its client: an image, the default upsampler on (Pixtral writes the prompt)
+        import imageio.v3 as iio
+        import numpy as np
+
+        image = args.out / "input.png"
+        y, x = np.mgrid[0:120, 0:200]
+        iio.imwrite(image, np.stack([x, y, x + y], -1).astype(np.uint8))
+        v2w_latencies = []
+        for i in range(2):
+            t = time.monotonic()
+            rc = v2w_client.main(["--url", server.grpc_url, "--input_image_or_video_path", str(image),
+                                  "--video_save_folder", str(args.out), "--video_save_name", f"v2w_{i}"])
+            v2w_latencies.append(round(time.monotonic() - t, 3))
+            assert rc == 0, f"video2world client exit {rc}"
+        result["v2w_served_latency_s"] = v2w_latencies
+        result["v2w_prompt_used"] = (args.out / "v2w_1.txt").read_text()
         result["gpu_memory_while_serving"] = gpu_memory_mib()
     served = (args.out / "served_1.mp4").read_bytes()
     result["served_video"] = probe_mp4(served)

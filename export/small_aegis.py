@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from cosmos_triton.guardrail.common import AEGIS_ADAPTER_REPO, LLAMAGUARD_REPO
+from export.offline_bpe import train_byte_level_bpe
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in Llama
 SAFE_TOKEN = "safe"
@@ -61,21 +62,12 @@ def snapshot_dir(cache_dir: Path, repo_id: str) -> Path:
 
 
 def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     from cosmos_triton.guardrail.aegis import PROMPT_PREFIX, PROMPT_SUFFIX
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: no <unk> for any prompt
-        show_progress=False,
-    )
-    tok.train_from_iterator([PROMPT_PREFIX, PROMPT_SUFFIX, EXTRA_CORPUS], trainer=trainer)
+    tok = train_byte_level_bpe([PROMPT_PREFIX, PROMPT_SUFFIX, EXTRA_CORPUS], VOCAB_SIZE, SPECIAL_TOKENS)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     if tok.token_to_id(SAFE_TOKEN) is None:
         raise RuntimeError(f"the small tokenizer has no single token {SAFE_TOKEN!r}")

@@ -36,6 +36,7 @@ from cosmos_triton.upsampler.text2world import (
     MistralArchitecture,
     original_key_shapes,
 )
+from export.offline_bpe import train_byte_level_bpe
 
 UPSAMPLED_PROMPT = "A calm river winds through a quiet valley at sunrise, soft light shimmering on still water."
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]")  # ids 0..4 as in Mistral's tokenizers
@@ -71,19 +72,10 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: any prompt tokenises
-        show_progress=False,
-    )
-    tok.train_from_iterator([CORPUS], trainer=trainer)
+    tok = train_byte_level_bpe([CORPUS], VOCAB_SIZE, SPECIAL_TOKENS)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])  # like Mistral
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=1024,

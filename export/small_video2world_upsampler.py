@@ -38,6 +38,7 @@ from cosmos_triton.upsampler.video2world import (
     original_key_specs,
     params_to_config,
 )
+from export.offline_bpe import train_byte_level_bpe
 
 SMALL_UPSAMPLED_PROMPT = "A red ball rolls slowly across a wooden floor."
 PIXTRAL_SPECIAL_TOKENS = (  # tekken's first ids, so [IMG] is 10 as image_token_id says
@@ -57,19 +58,9 @@ def small_params(vocab_size: int) -> PixtralParams:
 
 
 def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB,
-        special_tokens=list(PIXTRAL_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: no <unk> for any text
-        show_progress=False,
-    )
-    tok.train_from_iterator([INSTRUCTION, SMALL_UPSAMPLED_PROMPT] * 4, trainer=trainer)
+    tok = train_byte_level_bpe([INSTRUCTION, SMALL_UPSAMPLED_PROMPT] * 4, BPE_VOCAB, PIXTRAL_SPECIAL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         model_max_length=131072, clean_up_tokenization_spaces=False,

@@ -8,7 +8,7 @@ Import only inside a Triton stub (triton_python_backend_utils exists there).
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,28 @@ def get_string(request: Any, name: str) -> str | None:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError(name, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+_FIELD_DTYPES = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_}
+
+
+def read_fields(request: Any, ios: Iterable[Any]) -> dict[str, Any]:
+    """Scalar request fields (repository.Io descriptions) as Python values; absent optional ones are None."""
+    return {io.name: (get_string if io.dtype == "STRING" else get_scalar)(request, io.name) for io in ios}
+
+
+def fields_out(values: dict[str, Any], ios: Iterable[Any]) -> list:
+    """The output tensors of a validated request: strings as BYTES [1], arrays as they are, scalars as [1]."""
+    outputs = []
+    for io in ios:
+        value = values[io.name]
+        if io.dtype == "STRING":
+            outputs.append(string_out(io.name, value))
+        elif isinstance(value, np.ndarray):
+            outputs.append(tensor_out(io.name, np.ascontiguousarray(value)))
+        else:
+            outputs.append(tensor_out(io.name, np.array([value], dtype=_FIELD_DTYPES[io.dtype])))
+    return outputs
 
 
 def tensor_out(name: str, value: Any) -> Any:

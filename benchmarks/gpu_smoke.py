@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client import text2world as client  # noqa: E402
 from client import video2world as v2w_client  # noqa: E402
-from cosmos_triton.mp4 import decode_mp4, encode_mp4, probe_mp4  # noqa: E402
+from cosmos_triton.media.mp4 import decode_mp4, encode_mp4, probe_mp4  # noqa: E402
 from cosmos_triton.server import running_server  # noqa: E402
 from cosmos_triton.settings import ServeSettings  # noqa: E402
 from export.make_small_checkpoints import make_small_checkpoints  # noqa: E402

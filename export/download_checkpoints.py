@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cosmos_triton.checkpoints import T5_DIR, TOKENIZER_DIR
 from cosmos_triton.guardrail.common import GUARDRAIL_DIR
+from cosmos_triton.models.checkpoints import T5_DIR, TOKENIZER_DIR
 
 T5_REPO = "google-t5/t5-11b"
 T5_FILES = ["config.json", "model.safetensors*", "spiece.model", "tokenizer.json", "tokenizer_config.json",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from cosmos_triton.checkpoints import DIT_WEIGHTS, DiTArchitecture, Envelope, write_dit_config
-from cosmos_triton.dit import original_key_shapes
+from cosmos_triton.models.checkpoints import DIT_WEIGHTS, DiTArchitecture, write_dit_config
+from cosmos_triton.models.dit import original_key_shapes
+from cosmos_triton.request.envelope import Envelope
 
 SMALL_T2W = DiTArchitecture(
     model_type="Text2World", model_channels=64, num_blocks=2, num_heads=2, rope_scale=(2.0, 1.0, 1.0),

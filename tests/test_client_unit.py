@@ -77,7 +77,7 @@ def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_default_negative_prompt_is_the_originals() -> None:
-    from cosmos_triton.checkpoints import DEFAULT_NEGATIVE_PROMPT as server_default
+    from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT as server_default
 
     assert t2w.DEFAULT_NEGATIVE_PROMPT == server_default
     if REFERENCE_DOC.is_file():  # §4.5 quotes it verbatim

@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import CosmosTransformer3DModel
 
-from cosmos_triton.checkpoints import DIT_PRESETS, SMALL_ENVELOPE
-from cosmos_triton.dit import (
+from cosmos_triton.models.checkpoints import DIT_PRESETS
+from cosmos_triton.models.dit import (
     CheckpointKeyError,
     build_model,
     diffusers_config,
@@ -15,6 +15,7 @@ from cosmos_triton.dit import (
     original_key_shapes,
     unwrap_state_dict,
 )
+from cosmos_triton.request.envelope import SMALL_ENVELOPE
 from export.small_dit import SMALL_T2W, small_state_dict, write_small_dit
 
 

@@ -2,17 +2,14 @@
 
 import pytest
 
-from cosmos_triton.checkpoints import (
+from cosmos_triton.errors import RequestError
+from cosmos_triton.models.checkpoints import DIT_PRESETS, latent_shape, read_dit_checkpoint, write_dit_config
+from cosmos_triton.request.envelope import (
     DEFAULT_NEGATIVE_PROMPT,
-    DIT_PRESETS,
     ORIGINAL_ENVELOPE,
     SMALL_ENVELOPE,
     Envelope,
-    RequestError,
-    latent_shape,
-    read_dit_checkpoint,
     validate_request,
-    write_dit_config,
 )
 
 
@@ -62,7 +59,7 @@ def test_prompt_is_required(prompt):
 
 
 def test_video2world_needs_a_prompt_only_with_the_upsampler_disabled():
-    from cosmos_triton.checkpoints import ORIGINAL_V2W_ENVELOPE
+    from cosmos_triton.request.envelope import ORIGINAL_V2W_ENVELOPE
 
     assert validate_request(ORIGINAL_V2W_ENVELOPE, {})["prompt"] == ""
     with pytest.raises(RequestError, match="'prompt'"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos_triton.mp4 import CODEC, CRF, PIX_FMT, decode_mp4, encode_mp4, probe_mp4
+from cosmos_triton.media.mp4 import CODEC, CRF, PIX_FMT, decode_mp4, encode_mp4, probe_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,5 +126,5 @@ def test_bad_mp4_bytes_raise_value_error(data: bytes, match: str) -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, cosmos_triton.mp4; sys.exit('torch' in sys.modules)"
+    code = "import sys, cosmos_triton.media.mp4; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

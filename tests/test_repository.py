@@ -2,7 +2,7 @@
 
 import pytest
 
-from cosmos_triton.repository import (
+from cosmos_triton.server.repository import (
     ENSEMBLES,
     REPOSITORY_DIR,
     STAGES,
@@ -47,7 +47,7 @@ def test_every_stage_has_code_and_the_ensemble_wiring_is_closed(steps):
 def test_an_entry_point_without_its_checkpoint_is_not_rendered(tmp_path):
     settings = ServeSettings(checkpoint_dir=str(tmp_path))
     (tmp_path / settings.dit_dir).mkdir()
-    from cosmos_triton.repository import served_ensembles
+    from cosmos_triton.server.repository import served_ensembles
 
     assert served_ensembles(settings) == ("text2world",)
     assert "video2world" not in render_configs(settings, served_ensembles(settings))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_triton.sampler import initial_noise, karras_sigmas, res2ab_step, sample
+from cosmos_triton.diffusion.sampler import initial_noise, karras_sigmas, res2ab_step, sample
 
 MU, S = 0.3, 0.7  # data ~ N(MU, S^2) per element
 

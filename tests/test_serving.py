@@ -10,8 +10,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import text2world as client_cli
-from cosmos_triton.checkpoints import DEFAULT_NEGATIVE_PROMPT, SMALL_ENVELOPE
-from cosmos_triton.mp4 import decode_mp4, encode_mp4, probe_mp4
+from cosmos_triton.media.mp4 import decode_mp4, encode_mp4, probe_mp4
+from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT, SMALL_ENVELOPE
 
 pytestmark = pytest.mark.slow
 

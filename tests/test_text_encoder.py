@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import T5EncoderModel, T5TokenizerFast
 
-from cosmos_triton.text_encoder import T5TextEncoder
+from cosmos_triton.models.text_encoder import T5TextEncoder
 from export.small_t5 import write_small_t5
 
 ROBOT = "A sleek, humanoid robot stands in a vast warehouse filled with neatly stacked cardboard boxes."

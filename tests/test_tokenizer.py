@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosmos_triton.tokenizer import CosmosVideoTokenizer, frames_to_uint8
+from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
 from export.small_tokenizer import _cpu_bf16_pooling, _JitDecoder, _JitEncoder, build_small_vae, write_small_tokenizer
 
 FILES = ("encoder.jit", "decoder.jit", "mean_std.pt")

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_triton.checkpoints import RequestError, latent_shape
-from cosmos_triton.conditioning import AUGMENT_SIGMA, VideoCondition
-from cosmos_triton.denoiser import edm_scaling
-from cosmos_triton.mp4 import encode_mp4
-from cosmos_triton.video_input import (
+from cosmos_triton.diffusion.conditioning import AUGMENT_SIGMA, VideoCondition
+from cosmos_triton.diffusion.edm import edm_scaling
+from cosmos_triton.errors import RequestError
+from cosmos_triton.media.mp4 import encode_mp4
+from cosmos_triton.media.visual_input import (
     decode_visual_input,
     num_condition_latent_frames,
     prepare_condition_video,
     select_input_frames,
 )
+from cosmos_triton.models.checkpoints import latent_shape
 
 PROMPT = "The robot walks towards the camera."
 

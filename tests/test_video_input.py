@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cosmos_triton.checkpoints import RequestError
-from cosmos_triton.video_input import (
+from cosmos_triton.errors import RequestError
+from cosmos_triton.media.visual_input import (
     decode_visual_input,
     normalize_frames,
     num_condition_latent_frames,

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmos_triton.guardrail.common import AEGIS_DIR, BLOCKLIST_DIR, FACE_BLUR_DIR, VIDEO_SAFETY_DIR, GuardrailResult
-
-
-class GuardrailBlocked(Exception):
-    """A guardrail refused the request; no video may be produced."""
-
-    def __init__(self, result: GuardrailResult):
-        super().__init__(f"GUARDRAIL BLOCKED: {result.guardrail}: {result.message or 'unsafe'}")
-        self.result = result
+from cosmos_triton.errors import GuardrailBlocked
+from cosmos_triton.guardrail.common import AEGIS_DIR, BLOCKLIST_DIR, FACE_BLUR_DIR, VIDEO_SAFETY_DIR
 
 
 class TextGuardrail:
@@ -31,7 +24,7 @@ class TextGuardrail:
         for check in self.checks:
             result = check.check(prompt)
             if not result.safe:
-                raise GuardrailBlocked(result)
+                raise GuardrailBlocked(result.guardrail, result.message)
         return prompt
 
 
@@ -48,5 +41,5 @@ class VideoGuardrail:
         """uint8 [T, H, W, 3] -> the same with faces pixelated; GuardrailBlocked if any frame is unsafe."""
         result = self.safety.check(frames)
         if not result.safe:
-            raise GuardrailBlocked(result)
+            raise GuardrailBlocked(result.guardrail, result.message)
         return self.face_blur.apply(frames)

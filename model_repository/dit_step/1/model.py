@@ -1,3 +1,3 @@
 """DiT denoiser step: one guided evaluation (cosmos_triton.stages.DiTStep; the model name picks the weights)."""
 
-from cosmos_triton.stages import DiTStep as TritonPythonModel  # noqa: F401
+from cosmos_triton.backend.stages import DiTStep as TritonPythonModel  # noqa: F401

@@ -1,7 +1,7 @@
 """mp4 encoding stage: uint8 frames -> H.264 mp4 bytes, as the original save_video (reference §8)."""
 
-from cosmos_triton.mp4 import encode_mp4
-from cosmos_triton.triton_io import get_scalar, respond, string_out
+from cosmos_triton.backend.triton_io import get_scalar, respond, string_out
+from cosmos_triton.media.mp4 import encode_mp4
 
 
 class TritonPythonModel:

@@ -1,7 +1,7 @@
 """Text2World prompt upsampler stage (reference §6.1): the 12B Mistral-NeMo upsampler, skipped when the request
 disables it or the prompt is longer than word_limit_to_skip_upsampler words."""
 
-from cosmos_triton.triton_io import get_scalar, get_string, respond, stage_device, stage_settings, string_out
+from cosmos_triton.backend.triton_io import get_scalar, get_string, respond, stage_device, stage_settings, string_out
 from cosmos_triton.upsampler.text2world import Text2WorldPromptUpsampler, word_count_exceeds
 
 

@@ -3,7 +3,7 @@ the user's text prompt is ignored unless the request disables the upsampler."""
 
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.triton_io import get_scalar, get_string, respond, stage_device, stage_settings, string_out
+from cosmos_triton.backend.triton_io import get_scalar, get_string, respond, stage_device, stage_settings, string_out
 from cosmos_triton.upsampler.video2world import Video2WorldPromptUpsampler
 
 

@@ -4,11 +4,7 @@ With a condition latent (Video2World) it calls dit_step_v2w and sends the condit
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.checkpoints import latent_shape
-from cosmos_triton.conditioning import VideoCondition
-from cosmos_triton.pipeline import seeded_normal, uncond_context
-from cosmos_triton.sampler import SIGMA_MAX, sample
-from cosmos_triton.triton_io import (
+from cosmos_triton.backend.triton_io import (
     Cancelled,
     bls_call,
     bls_output,
@@ -19,6 +15,10 @@ from cosmos_triton.triton_io import (
     stage_device,
     tensor_out,
 )
+from cosmos_triton.diffusion.conditioning import VideoCondition
+from cosmos_triton.diffusion.sampler import SIGMA_MAX, sample
+from cosmos_triton.models.checkpoints import latent_shape
+from cosmos_triton.pipeline import seeded_normal, uncond_context
 
 
 class TritonPythonModel:

@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from cosmos_triton.backend.triton_io import get_string, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.models.text_encoder import T5TextEncoder
 from cosmos_triton.pipeline import encode_prompts
-from cosmos_triton.text_encoder import T5TextEncoder
-from cosmos_triton.triton_io import get_string, respond, stage_device, stage_settings, tensor_out
 
 
 class TritonPythonModel:

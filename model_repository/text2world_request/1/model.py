@@ -1,8 +1,9 @@
 """Validates a Text2World request against the served checkpoint's envelope and fills in the defaults."""
 
-from cosmos_triton.checkpoints import read_dit_checkpoint, validate_request
-from cosmos_triton.repository import REQUEST
-from cosmos_triton.triton_io import fields_out, read_fields, respond, stage_settings
+from cosmos_triton.backend.triton_io import fields_out, read_fields, respond, stage_settings
+from cosmos_triton.models.checkpoints import read_dit_checkpoint
+from cosmos_triton.request.envelope import validate_request
+from cosmos_triton.server.repository import REQUEST
 
 
 class TritonPythonModel:

@@ -1,7 +1,7 @@
 """Text guardrail stage (reference §7.0-7.2): Blocklist then Aegis; a block ends the request naming the guardrail."""
 
+from cosmos_triton.backend.triton_io import get_string, respond, stage_device, stage_settings, string_out
 from cosmos_triton.guardrail.runner import TextGuardrail
-from cosmos_triton.triton_io import get_string, respond, stage_device, stage_settings, string_out
 
 
 class TritonPythonModel:

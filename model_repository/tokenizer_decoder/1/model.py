@@ -1,7 +1,7 @@
 """Tokenizer decoder stage: normalised latent -> uint8 frames [T, H, W, 3] (reference §3.2, §4.8)."""
 
-from cosmos_triton.tokenizer import CosmosVideoTokenizer, frames_to_uint8
-from cosmos_triton.triton_io import get_tensor, log_placement, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.backend.triton_io import get_tensor, log_placement, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
 
 
 class TritonPythonModel:

@@ -3,9 +3,9 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.tokenizer import CosmosVideoTokenizer
-from cosmos_triton.triton_io import get_scalar, respond, stage_device, stage_settings, tensor_out
-from cosmos_triton.video_input import num_condition_latent_frames, prepare_condition_video
+from cosmos_triton.backend.triton_io import get_scalar, respond, stage_device, stage_settings, tensor_out
+from cosmos_triton.media.visual_input import num_condition_latent_frames, prepare_condition_video
+from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
 
 
 class TritonPythonModel:

@@ -1,10 +1,12 @@
 """Validates a Video2World request against the served checkpoint's envelope, fills in the defaults, and decodes
 the visual input to its last 1 or 9 frames (clear INVALID_ARG for unreadable or unsupported inputs)."""
 
-from cosmos_triton.checkpoints import RequestError, read_dit_checkpoint, validate_request
-from cosmos_triton.repository import V2W_REQUEST
-from cosmos_triton.triton_io import fields_out, get_scalar, read_fields, respond, stage_settings
-from cosmos_triton.video_input import decode_visual_input, select_input_frames
+from cosmos_triton.backend.triton_io import fields_out, get_scalar, read_fields, respond, stage_settings
+from cosmos_triton.errors import RequestError
+from cosmos_triton.media.visual_input import decode_visual_input, select_input_frames
+from cosmos_triton.models.checkpoints import read_dit_checkpoint
+from cosmos_triton.request.envelope import validate_request
+from cosmos_triton.server.repository import V2W_REQUEST
 
 
 class TritonPythonModel:

@@ -1,7 +1,7 @@
 """Video guardrail stage (reference §7.3-7.4): content safety on every frame, then face pixelation."""
 
+from cosmos_triton.backend.triton_io import get_tensor, log_placement, respond, stage_device, stage_settings, tensor_out
 from cosmos_triton.guardrail.runner import VideoGuardrail
-from cosmos_triton.triton_io import get_tensor, log_placement, respond, stage_device, stage_settings, tensor_out
 
 
 class TritonPythonModel:

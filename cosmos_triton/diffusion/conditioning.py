@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cosmos_triton.denoiser import edm_scaling
+from cosmos_triton.diffusion.edm import edm_scaling
 
 AUGMENT_SIGMA = 0.001  # DEFAULT_AUGMENT_SIGMA, condition_video_augment_sigma_in_inference
 

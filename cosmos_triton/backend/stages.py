@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from cosmos_triton.conditioning import VideoCondition
-from cosmos_triton.denoiser import guided_x0
-from cosmos_triton.dit import load_dit
-from cosmos_triton.triton_io import (
+from cosmos_triton.backend.triton_io import (
     get_scalar,
     get_tensor,
     log_placement,
@@ -14,6 +11,9 @@ from cosmos_triton.triton_io import (
     stage_settings,
     tensor_out,
 )
+from cosmos_triton.diffusion.conditioning import VideoCondition
+from cosmos_triton.diffusion.guidance import guided_x0
+from cosmos_triton.models.dit import load_dit
 
 
 class DiTStep:

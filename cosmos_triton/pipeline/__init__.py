@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from cosmos_triton.checkpoints import Envelope, latent_shape, read_dit_checkpoint, validate_request
-from cosmos_triton.conditioning import VideoCondition
-from cosmos_triton.denoiser import guided_x0
-from cosmos_triton.dit import CosmosDiT, load_dit
+from cosmos_triton.diffusion.conditioning import VideoCondition
+from cosmos_triton.diffusion.guidance import guided_x0
+from cosmos_triton.diffusion.sampler import SIGMA_MAX, StepCallback, initial_noise, sample
 from cosmos_triton.guardrail.runner import TextGuardrail, VideoGuardrail
-from cosmos_triton.sampler import SIGMA_MAX, StepCallback, initial_noise, sample
+from cosmos_triton.models.checkpoints import latent_shape, read_dit_checkpoint
+from cosmos_triton.models.dit import CosmosDiT, load_dit
+from cosmos_triton.models.text_encoder import T5TextEncoder
+from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
+from cosmos_triton.request.envelope import Envelope, validate_request
 from cosmos_triton.settings import ServeSettings
-from cosmos_triton.text_encoder import T5TextEncoder
-from cosmos_triton.tokenizer import CosmosVideoTokenizer, frames_to_uint8
 
 
 def encode_prompts(t5: T5TextEncoder, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -55,7 +56,7 @@ def seeded_normal(shape: tuple[int, ...], seed: int, device: str | torch.device 
 def encode_condition(tokenizer: CosmosVideoTokenizer, clip: torch.Tensor, num_input_frames: int,
                      noise: torch.Tensor) -> VideoCondition:
     """The padded 121-frame clip [1, 3, 121, H, W] (bf16, [-1, 1]) -> the Video2World condition (§4.7)."""
-    from cosmos_triton.video_input import num_condition_latent_frames
+    from cosmos_triton.media.visual_input import num_condition_latent_frames
 
     gt_latent = tokenizer.encode(clip.to(torch.bfloat16))
     return VideoCondition.build(gt_latent, num_condition_latent_frames(num_input_frames), noise)
@@ -101,10 +102,10 @@ class WorldPipeline:
         req = validate_request(self.envelope, request)
         frames = None
         if self.model_type == "Video2World":
-            from cosmos_triton.video_input import decode_visual_input, select_input_frames
+            from cosmos_triton.media.visual_input import decode_visual_input, select_input_frames
 
             if visual_input is None:
-                from cosmos_triton.checkpoints import RequestError
+                from cosmos_triton.errors import RequestError
 
                 raise RequestError("visual_input", "Video2World needs an image or a video")
             frames = select_input_frames(decode_visual_input(visual_input), req["num_input_frames"])
@@ -115,7 +116,7 @@ class WorldPipeline:
         noise = seeded_normal(shape, req["seed"], self.net.device)
         condition = None
         if frames is not None:
-            from cosmos_triton.video_input import prepare_condition_video
+            from cosmos_triton.media.visual_input import prepare_condition_video
 
             clip = prepare_condition_video(frames, req["height"], req["width"], req["num_video_frames"])
             condition = encode_condition(self.tokenizer, clip.to(self.net.device), req["num_input_frames"], noise)

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.checkpoints import RequestError
-from cosmos_triton.guardrail.runner import GuardrailBlocked
+from cosmos_triton.errors import GuardrailBlocked, RequestError
 from cosmos_triton.settings import ServeSettings
 
 

@@ -18,7 +18,7 @@ import torch
 from diffusers import CosmosTransformer3DModel
 from diffusers.models.transformers.transformer_cosmos import CosmosLearnablePositionalEmbed
 
-from cosmos_triton.checkpoints import DiTArchitecture, DiTCheckpoint, read_dit_checkpoint
+from cosmos_triton.models.checkpoints import DiTArchitecture, DiTCheckpoint, read_dit_checkpoint
 
 ORIGINAL_QK_NORM_EPS = 1e-6
 WRAPPER_KEYS = ("model", "module", "state_dict")

@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from cosmos_triton.repository import write_repository
+from cosmos_triton.server.repository import write_repository
 from cosmos_triton.settings import ServeSettings
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder from which `cosmos_triton` is importable
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder from which `cosmos_triton` is importable
 DEFAULT_MODEL_REPOSITORY = PACKAGE_ROOT / "model_repository"
 TRITONSERVER_ENV = "COSMOS_TRITONSERVER"  # explicit path of the tritonserver binary, overrides the search
 
@@ -404,7 +404,7 @@ def build_command(
         f"--metrics-port={metrics_port}",
         "--strict-readiness=true",  # ready only when every model is loaded
         f"--exit-timeout-secs={exit_timeout_s}",
-        # configs come complete from cosmos_triton.repository; auto-complete would start one extra stub per
+        # configs come complete from cosmos_triton.server.repository; auto-complete would start one extra stub per
         # Python model that imports model.py (torch, diffusers) just to read its config: twice the load time
         "--disable-auto-complete-config",
         f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_triton.checkpoints import RequestError
+from cosmos_triton.errors import RequestError
 
 INPUT_FIELD = "visual_input"  # the ensemble input tensor (the CLI flag is --input_image_or_video_path)
 NUM_INPUT_FRAMES_FIELD = "num_input_frames"

@@ -16,6 +16,8 @@ Byte-identical output on rerun, also from another directory, needs two more meas
   (`_strip_debug_info`).
 
 Usage: python -m export.small_tokenizer OUT_DIR [--seed N]
+       python -m export.small_tokenizer OUT_DIR --weights VAE.pt --mean_std STATS.pt \
+           --encoder_channels 32,64,64,64 --decoder_channels 64,64,64,64   (a trained tokenizer)
 """
 
 from __future__ import annotations
@@ -103,17 +105,18 @@ class _JitDecoder(torch.nn.Module):
         return self.decoder(self.post_quant_conv(z))
 
 
-def build_small_vae(seed: int = 0) -> torch.nn.Module:
-    """Deterministically initialised tiny AutoencoderKLCosmos in bf16, eval mode."""
+def build_vae(encoder_channels: tuple[int, ...] = BLOCK_CHANNELS,
+              decoder_channels: tuple[int, ...] = BLOCK_CHANNELS) -> torch.nn.Module:
+    """AutoencoderKLCosmos with the CV8x8x8 interface (3 -> 16 latent channels, haar patch 4, 8x spatial and 8x
+    temporal compression, causal) and the given block widths; fp32, default initialisation (from torch's RNG)."""
     from diffusers import AutoencoderKLCosmos
 
-    torch.manual_seed(seed)
-    vae = AutoencoderKLCosmos(
+    return AutoencoderKLCosmos(
         in_channels=3,
         out_channels=3,
         latent_channels=16,
-        encoder_block_out_channels=BLOCK_CHANNELS,
-        decode_block_out_channels=BLOCK_CHANNELS,
+        encoder_block_out_channels=tuple(encoder_channels),
+        decode_block_out_channels=tuple(decoder_channels),
         attention_resolutions=(32,),  # with resolution 1024: attention only in the mid blocks, like the real one
         resolution=1024,
         num_layers=2,
@@ -122,14 +125,32 @@ def build_small_vae(seed: int = 0) -> torch.nn.Module:
         spatial_compression_ratio=8,
         temporal_compression_ratio=8,
     )
+
+
+def _frozen_bf16(vae: torch.nn.Module) -> torch.nn.Module:
+    # ModelMixin.to() warns about fp32-pinned modules; this model has none
+    return torch.nn.Module.to(vae, torch.bfloat16).eval().requires_grad_(False)
+
+
+def build_small_vae(seed: int = 0) -> torch.nn.Module:
+    """Deterministically initialised tiny AutoencoderKLCosmos in bf16, eval mode."""
+    torch.manual_seed(seed)
+    vae = build_vae()
     with torch.no_grad():
         last = vae.decoder.conv_out.conv_t
         last.weight.mul_(DECODER_OUTPUT_GAIN)
         last.bias.mul_(DECODER_OUTPUT_GAIN)
         vae.quant_conv.weight.mul_(ENCODER_OUTPUT_GAIN)
         vae.quant_conv.bias.mul_(ENCODER_OUTPUT_GAIN)
-    # ModelMixin.to() warns about fp32-pinned modules; this model has none
-    return torch.nn.Module.to(vae, torch.bfloat16).eval().requires_grad_(False)
+    return _frozen_bf16(vae)
+
+
+def load_trained_vae(weights: Path, encoder_channels: tuple[int, ...], decoder_channels: tuple[int, ...]
+                     ) -> torch.nn.Module:
+    """A trained AutoencoderKLCosmos state dict (any float dtype) in bf16, eval mode."""
+    vae = build_vae(encoder_channels, decoder_channels)
+    vae.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return _frozen_bf16(vae)
 
 
 def small_mean_std(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +201,11 @@ def _check_traced(eager: torch.nn.Module, path: Path, x: torch.Tensor) -> torch.
     return got_t
 
 
-def _write_in_this_process(out_dir: Path, seed: int) -> None:
-    vae = build_small_vae(seed)
+def _write_in_this_process(out_dir: Path, seed: int, trained: argparse.Namespace | None = None) -> None:
+    if trained is None:
+        vae = build_small_vae(seed)
+    else:
+        vae = load_trained_vae(trained.weights, trained.encoder_channels, trained.decoder_channels)
     encoder, decoder = _JitEncoder(vae).eval(), _JitDecoder(vae).eval()
     g = torch.Generator().manual_seed(seed)
     example = (torch.rand(TRACE_EXAMPLE_SHAPE, generator=g) * 2 - 1).to(torch.bfloat16)
@@ -193,28 +217,62 @@ def _write_in_this_process(out_dir: Path, seed: int) -> None:
     check = (torch.rand(CHECK_SHAPE, generator=g) * 2 - 1).to(torch.bfloat16)
     check_latent = _check_traced(encoder, out_dir / "encoder.jit", check)
     _check_traced(decoder, out_dir / "decoder.jit", check_latent)
-    torch.save(small_mean_std(seed), out_dir / "mean_std.pt")
+    if trained is None:
+        torch.save(small_mean_std(seed), out_dir / "mean_std.pt")
+    else:  # the trained statistics, saved as the original's (mean, std) tuple of 256 values each
+        mean, std = torch.load(trained.mean_std, map_location="cpu", weights_only=True)
+        torch.save((mean.float().reshape(-1).contiguous(), std.float().reshape(-1).contiguous()),
+                   out_dir / "mean_std.pt")
+
+
+def _in_fresh_interpreter(args: list[str]) -> None:
+    # a fresh interpreter, so TorchScript type numbering does not depend on what this process traced before
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    code = "import sys; from export.small_tokenizer import _main; _main(sys.argv[1:], fresh=True)"
+    subprocess.run([sys.executable, "-c", code, *args], check=True, env=env)
 
 
 def write_small_tokenizer(out_dir: Path, seed: int = 0) -> Path:
     """Write encoder.jit, decoder.jit and mean_std.pt into out_dir (created); byte-identical for a given seed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # a fresh interpreter, so TorchScript type numbering does not depend on what this process traced before
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    code = "import sys; from export.small_tokenizer import _main; _main(sys.argv[1:], fresh=True)"
-    subprocess.run([sys.executable, "-c", code, str(out_dir), "--seed", str(seed)], check=True, env=env)
+    _in_fresh_interpreter([str(out_dir), "--seed", str(seed)])
     return out_dir
+
+
+def write_trained_tokenizer(out_dir: Path, weights: Path, mean_std: Path, encoder_channels: tuple[int, ...],
+                            decoder_channels: tuple[int, ...]) -> Path:
+    """The same three files from a trained AutoencoderKLCosmos state dict (`weights`) and its latent statistics
+    (`mean_std`: a (mean, std) pair of 256 values, channel-major), traced on CPU like the random one."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _in_fresh_interpreter([str(out_dir), "--weights", str(weights), "--mean_std", str(mean_std),
+                           "--encoder_channels", ",".join(map(str, encoder_channels)),
+                           "--decoder_channels", ",".join(map(str, decoder_channels))])
+    return out_dir
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in text.split(","))
 
 
 def _main(argv: list[str] | None = None, fresh: bool = False) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", type=Path, help="a trained state dict instead of the seeded random weights")
+    parser.add_argument("--mean_std", type=Path, help="with --weights: the trained latent statistics")
+    parser.add_argument("--encoder_channels", type=_channels, default=BLOCK_CHANNELS)
+    parser.add_argument("--decoder_channels", type=_channels, default=BLOCK_CHANNELS)
     args = parser.parse_args(argv)
+    if args.weights is not None and args.mean_std is None:
+        parser.error("--weights needs --mean_std")
     if fresh:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_in_this_process(args.out_dir, args.seed)
+        _write_in_this_process(args.out_dir, args.seed, args if args.weights is not None else None)
+    elif args.weights is not None:
+        write_trained_tokenizer(args.out_dir, args.weights, args.mean_std, args.encoder_channels,
+                                args.decoder_channels)
     else:
         write_small_tokenizer(args.out_dir, args.seed)
 

@@ -1,0 +1,368 @@
+"""Train the built-in small Cosmos-1.0 models on procedural shape videos, in one command, within a wall-clock budget.
+
+    python -m export.train_small_models --out OUT [--minutes 7.5] [--seed 0] [--device cuda] [--t5_dir DIR]
+    python -m export.train_small_models --tiny --out OUT      # CPU smoke: a few steps of everything (seconds)
+
+Phases (each stops itself at its share of --minutes; weights are written as soon as they exist and refreshed while
+training, so a run cut short still leaves usable files):
+1. tokenizer: AutoencoderKLCosmos (CV8x8x8 design, small widths) on rendered clips; latent mean/std per (channel,
+   latent frame); traced to encoder.jit / decoder.jit + mean_std.pt            -> OUT/tokenizer.tar
+2. Text2World DiT (Cosmos architecture, small) with the EDM objective on latent pools encoded by that tokenizer,
+   captions embedded by the small T5 (frozen), caption dropout                 -> OUT/t2w.tar
+3. Video2World DiT, started from the Text2World weights, with condition frames -> OUT/v2w.tar
+4. evaluation on the oracle caption set with the exported files (if time is left) -> OUT/train_log.json,
+   OUT/samples.npz
+
+Each tar holds paths relative to `checkpoints/builtin/` (the checkpoint folders, plus TRAINING.json: this run's
+log); `python -m export.install_builtin OUT` unpacks them there. OUT/train_log.json is the full log: command,
+seed, data version, versions, loss curves, held-out split, evaluation.
+
+The text encoder must be the very T5 that serving uses: by default checkpoints/small/google-t5/t5-11b (built by
+`make checkpoints`), else it is written with export.small_t5; its fingerprint (weights + token ids) is checked
+against the one of the CPU build, and a mismatch stops the run before training (--allow_t5_mismatch to go on).
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.monotonic()  # the budget counts from here: before torch & co. are imported
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from cosmos_triton.models.checkpoints import DiTArchitecture  # noqa: E402
+from cosmos_triton.synthetic import DATA_VERSION  # noqa: E402
+from export.train_dit import DiTTrainConfig  # noqa: E402
+from export.train_tokenizer import TokenizerConfig  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUILTIN_DIR = REPO_ROOT / "checkpoints" / "builtin"
+DEFAULT_T5_DIR = REPO_ROOT / "checkpoints" / "small" / "google-t5" / "t5-11b"
+# t5_fingerprint() of export.small_t5's CPU build (torch 2.13, transformers 5.23); tests/test_synthetic_training.py
+# recomputes it, so it cannot go stale unnoticed.
+EXPECTED_T5_FINGERPRINT = "34ff05c8f1c8ba0269e4bbdf8fde3736f0e96223330bf17d6b27dd091529e3a0"
+TRAINING_JSON = "TRAINING.json"
+TARS = {"tokenizer": "tokenizer.tar", "Text2World": "t2w.tar", "Video2World": "v2w.tar"}
+
+
+@dataclass
+class RunConfig:
+    tokenizer: TokenizerConfig
+    t2w_arch: DiTArchitecture
+    t2w: DiTTrainConfig
+    v2w: DiTTrainConfig
+    pools: tuple[tuple[int, int, int], ...]  # (height, width, clips)
+    tokenizer_end: float  # fractions of the budget at which a phase stops training
+    t2w_end: float
+    reserve_s: float  # kept for export + evaluation at the end
+    eval_steps: int
+    eval_cases: int | None  # None: all oracle cases
+    eval_v2w_cases: int
+    eval_resolution: tuple[int, int] = (96, 160)
+    max_steps: tuple[int | None, int | None, int | None] = (None, None, None)  # tokenizer, T2W, V2W (tiny runs)
+    checkpoint_every_s: float = 60.0
+
+    @property
+    def v2w_arch(self) -> DiTArchitecture:
+        return replace(self.t2w_arch, model_type="Video2World")
+
+
+FULL = RunConfig(
+    tokenizer=TokenizerConfig(
+        encoder_channels=(32, 64, 64, 64), decoder_channels=(64, 64, 64, 64), lr=6e-4, warmup_steps=50,
+        clip_kinds=((33, 16, 96, 160, 0.6), (121, 4, 96, 160, 0.2), (33, 16, 128, 128, 0.1),
+                    (33, 16, 160, 96, 0.1)),
+        stats_clips=128, stats_resolution=(96, 160)),
+    t2w_arch=DiTArchitecture(model_type="Text2World", model_channels=128, num_blocks=8, num_heads=2,
+                             rope_scale=(2.0, 1.0, 1.0), adaln_lora_dim=32, max_size=(16, 32, 32)),
+    t2w=DiTTrainConfig(batch=128, lr=4e-4, warmup_steps=200, ema_decay=0.998, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=16,
+                       resolutions=((96, 160, 0.7), (160, 96, 0.15), (128, 128, 0.15))),
+    v2w=DiTTrainConfig(batch=128, lr=2e-4, warmup_steps=100, ema_decay=0.998, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=16,
+                       resolutions=((96, 160, 1.0),)),
+    pools=((96, 160, 3072), (160, 96, 768), (128, 128, 768)),
+    tokenizer_end=0.21, t2w_end=0.66, reserve_s=40.0, eval_steps=35, eval_cases=None, eval_v2w_cases=8,
+)
+
+TINY = RunConfig(
+    tokenizer=TokenizerConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8), lr=1e-3, warmup_steps=1,
+                              clip_kinds=((17, 2, 32, 48, 1.0),), stats_clips=2, stats_resolution=(32, 48)),
+    t2w_arch=DiTArchitecture(model_type="Text2World", model_channels=32, num_blocks=1, num_heads=1,
+                             rope_scale=(2.0, 1.0, 1.0), adaln_lora_dim=8, max_size=(16, 32, 32)),
+    t2w=DiTTrainConfig(batch=2, lr=1e-3, warmup_steps=1, ema_decay=0.9, p_mean=-0.4, p_std=1.6, drop_to_zero=0.25,
+                       drop_to_negative=0.25, random_fps=0.5, refresh_per_step=1, resolutions=((32, 48, 1.0),)),
+    v2w=DiTTrainConfig(batch=2, lr=1e-3, warmup_steps=1, ema_decay=0.9, p_mean=-0.4, p_std=1.6, drop_to_zero=0.25,
+                       drop_to_negative=0.25, random_fps=0.5, refresh_per_step=1, resolutions=((32, 48, 1.0),)),
+    pools=((32, 48, 4),),
+    tokenizer_end=0.3, t2w_end=0.6, reserve_s=5.0, eval_steps=2, eval_cases=2, eval_v2w_cases=1,
+    eval_resolution=(32, 48), max_steps=(2, 3, 2), checkpoint_every_s=0.0,
+)
+
+
+class Run:
+    """Budget, log and output files of one training run."""
+
+    def __init__(self, out: Path, budget_s: float, argv: list[str]) -> None:
+        self.out = out
+        self.budget_s = budget_s
+        self.work = Path(tempfile.mkdtemp(prefix="cosmos-small-train-"))  # never under OUT: only results go there
+        self.builtin = self.work / "builtin"
+        self.log: dict = {"command": "python -m export.train_small_models " + " ".join(argv), "started": time.time(),
+                          "data_version": DATA_VERSION, "phases": {}}
+        self._last_print = 0.0
+        out.mkdir(parents=True, exist_ok=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - START
+
+    def at(self, fraction: float) -> float:
+        """time.monotonic() at `fraction` of the budget."""
+        return START + fraction * self.budget_s
+
+    def progress(self, record: dict) -> None:
+        if time.monotonic() - self._last_print > 10 or "phase" in record:
+            print(json.dumps({"t": round(self.elapsed(), 1), **record}), flush=True)
+            self._last_print = time.monotonic()
+
+    def write_log(self) -> None:
+        self.log["elapsed_s"] = round(self.elapsed(), 1)
+        _atomic_write(self.out / "train_log.json", (json.dumps(self.log, indent=1) + "\n").encode())
+
+    def write_tar(self, kind: str, folder: str) -> None:
+        """OUT/<tar> with <folder>/* and TRAINING.json (this log, without the per-case rows)."""
+        self.write_log()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for path in sorted((self.builtin / folder).iterdir()):
+                tar.add(path, arcname=f"{folder}/{path.name}")
+            data = json.dumps(training_record(self.log), indent=1).encode() + b"\n"
+            info = tarfile.TarInfo(TRAINING_JSON)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        _atomic_write(self.out / TARS[kind], buf.getvalue())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def training_record(log: dict) -> dict:
+    """What checkpoints/builtin/TRAINING.json keeps: everything but the per-case evaluation rows."""
+    record = json.loads(json.dumps(log))
+    for value in record.get("evaluation", {}).values():
+        if isinstance(value, dict):
+            value.pop("cases", None)
+    record.get("evaluation", {}).pop("text2world_cases", None)
+    return record
+
+
+def code_digest() -> str:
+    """sha256 of the files that define the data and the training, to tie a run to the source it ran."""
+    h = hashlib.sha256()
+    files = sorted([*(REPO_ROOT / "cosmos_triton" / "synthetic").glob("*.py"), *(REPO_ROOT / "export").glob("*.py")])
+    for path in files:
+        h.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _environment(device) -> dict:
+    import diffusers
+    import numpy
+    import torch
+    import transformers
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+           "transformers": transformers.__version__, "numpy": numpy.__version__, "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def load_t5(t5_dir: Path | None, work: Path, device, allow_mismatch: bool, run: Run):
+    from cosmos_triton.models.text_encoder import T5TextEncoder
+    from export.small_t5 import write_small_t5
+    from export.training_data import t5_fingerprint
+
+    if t5_dir is None or not t5_dir.is_dir():
+        source = f"written by export.small_t5 ({t5_dir} not found)"
+        t5_dir = write_small_t5(work / "t5")
+    else:
+        source = str(t5_dir)
+    t5 = T5TextEncoder(t5_dir, device)
+    fingerprint = t5_fingerprint(t5)
+    run.log["t5"] = {"source": source, "fingerprint": fingerprint, "expected": EXPECTED_T5_FINGERPRINT,
+                     "match": fingerprint == EXPECTED_T5_FINGERPRINT}
+    if fingerprint != EXPECTED_T5_FINGERPRINT and not allow_mismatch:
+        run.write_log()
+        raise SystemExit(f"T5 fingerprint {fingerprint} != expected {EXPECTED_T5_FINGERPRINT}: this T5 differs from "
+                         "the one serving uses (carry checkpoints/small/google-t5, or --allow_t5_mismatch)")
+    return t5
+
+
+def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allow_t5_mismatch: bool,
+          evaluate_at_end: bool = True) -> None:
+    import torch
+
+    from cosmos_triton.models.checkpoints import TOKENIZER_DIR
+    from cosmos_triton.models.dit import load_dit
+    from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
+    from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT, SMALL_ENVELOPE, SMALL_V2W_ENVELOPE
+    from cosmos_triton.synthetic.captions import EVAL_TEMPLATES, TRAIN_TEMPLATES
+    from cosmos_triton.synthetic.scenes import HELD_OUT_PAIRS
+    from export.evaluate_small_models import evaluate, save_samples
+    from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
+    from export.train_dit import build_trainable, train_dit, video2world_from_text2world, write_dit
+    from export.train_tokenizer import export_tokenizer, latent_statistics, train_tokenizer
+    from export.training_data import LatentPool, embed_captions, full_context
+
+    log = run.log
+    log.update(seed=seed, environment=_environment(device), git_commit=_git_commit(), code_digest=code_digest(),
+               budget_s=run.budget_s, config=json.loads(json.dumps(asdict(cfg), default=str)),
+               held_out={"colour_motion_pairs": sorted(map(list, HELD_OUT_PAIRS)),
+                         "phrasing_templates": list(EVAL_TEMPLATES), "training_templates": list(TRAIN_TEMPLATES)})
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    t5 = load_t5(t5_dir, run.work, device, allow_t5_mismatch, run)
+    negative = full_context(embed_captions(t5, [DEFAULT_NEGATIVE_PROMPT], tokens=512)).to(device)
+    run.progress({"phase": "setup done", "t5": log["t5"]["match"]})
+
+    # 1. tokenizer
+    vae, summary = train_tokenizer(cfg.tokenizer, seed, device, run.at(cfg.tokenizer_end), cfg.max_steps[0],
+                                   run.progress)
+    log["phases"]["tokenizer"] = summary
+    stats = latent_statistics(vae, cfg.tokenizer, seed, device)
+    export_tokenizer(vae, stats, cfg.tokenizer, run.builtin / TOKENIZER_DIR, run.work)
+    del vae
+    run.write_tar("tokenizer", TOKENIZER_DIR)
+    tokenizer = CosmosVideoTokenizer(run.builtin / TOKENIZER_DIR, device)
+    run.progress({"phase": "tokenizer exported", "steps": summary["steps"]})
+
+    # 2. latent pools (refreshed while the DiTs train)
+    t0 = time.monotonic()
+    pools = {}
+    for i, (height, width, size) in enumerate(cfg.pools):
+        pools[(height, width)] = LatentPool.empty(size, height, width, t5.embed_dim, seed * 1000 + 100 + i, device)
+        pools[(height, width)].fill(tokenizer, t5)
+    log["pools"] = {"fill_seconds": round(time.monotonic() - t0, 1),
+                    "sizes": {f"{h}x{w}": p.size for (h, w), p in pools.items()}}
+    run.progress({"phase": "pools filled", **log["pools"]})
+
+    def refresh(pool: LatentPool, n: int) -> None:
+        pool.refresh(n, tokenizer, t5)
+
+    def saver(kind: str, folder: str, arch, envelope):
+        def save(state) -> None:
+            write_dit(run.builtin / folder, state, arch, envelope, seed)
+            run.write_tar(kind, folder)
+        return save
+
+    # 3. Text2World
+    t2w = build_trainable(cfg.t2w_arch, seed, device)
+    save_t2w = saver("Text2World", SMALL_DIT_DIR, cfg.t2w_arch, SMALL_ENVELOPE)
+    t2w_state, summary = train_dit(t2w, cfg.t2w_arch, cfg.t2w, pools, refresh, negative, seed, run.at(cfg.t2w_end),
+                                   cfg.max_steps[1], run.progress, save_t2w, cfg.checkpoint_every_s)
+    log["phases"]["text2world"] = summary
+    save_t2w(t2w_state)
+    run.progress({"phase": "text2world saved", "steps": summary["steps"]})
+
+    # 4. Video2World, from the Text2World weights
+    v2w = build_trainable(cfg.v2w_arch, seed + 1, device)
+    video2world_from_text2world(t2w_state, v2w)
+    del t2w, t2w_state
+    v2w_pools = {k: v for k, v in pools.items() if k in {(h, w) for h, w, _ in cfg.v2w.resolutions}}
+    save_v2w = saver("Video2World", SMALL_V2W_DIT_DIR, cfg.v2w_arch, SMALL_V2W_ENVELOPE)
+    end = START + run.budget_s - cfg.reserve_s
+    v2w_state, summary = train_dit(v2w, cfg.v2w_arch, cfg.v2w, v2w_pools, refresh, negative, seed + 1, end,
+                                   cfg.max_steps[2], run.progress, save_v2w, cfg.checkpoint_every_s)
+    log["phases"]["video2world"] = summary
+    save_v2w(v2w_state)
+    del v2w, v2w_state, pools
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    run.progress({"phase": "video2world saved", "steps": summary["steps"]})
+
+    # 5. evaluation with the exported files, if the budget allows
+    if evaluate_at_end and run.budget_s - run.elapsed() > 0.5 * cfg.reserve_s:
+        t0 = time.monotonic()
+        from cosmos_triton.synthetic.oracle import oracle_cases
+
+        cases = oracle_cases()[: cfg.eval_cases] if cfg.eval_cases else None
+        report, samples = evaluate(load_dit(run.builtin / SMALL_DIT_DIR, device),
+                                   load_dit(run.builtin / SMALL_V2W_DIT_DIR, device), tokenizer, t5,
+                                   num_steps=cfg.eval_steps, cases=cases, v2w_cases=cfg.eval_v2w_cases,
+                                   resolution=cfg.eval_resolution)
+        report["seconds"] = round(time.monotonic() - t0, 1)
+        log["evaluation"] = report
+        save_samples(run.out / "samples.npz", samples)
+        run.progress({"phase": "evaluated", "text2world": report["text2world"]["all"]})
+    else:
+        log["evaluation"] = {"skipped": f"{run.budget_s - run.elapsed():.0f} s left"}
+    log["outputs"] = {}
+    folders = (("tokenizer", TOKENIZER_DIR), ("Text2World", SMALL_DIT_DIR), ("Video2World", SMALL_V2W_DIT_DIR))
+    for _, folder in folders:
+        for path in sorted((run.builtin / folder).iterdir()):
+            log["outputs"][f"{folder}/{path.name}"] = {"bytes": path.stat().st_size,
+                                                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    log["finished"] = True
+    for kind, folder in folders:
+        run.write_tar(kind, folder)  # every tar with the final TRAINING.json
+    run.write_log()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="results folder (tars, train_log.json, samples)")
+    parser.add_argument("--minutes", type=float, default=7.5, help="wall-clock budget of the whole run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--t5_dir", type=Path, default=DEFAULT_T5_DIR)
+    parser.add_argument("--allow_t5_mismatch", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="smoke configuration: tiny models, a few steps")
+    parser.add_argument("--no_eval", action="store_true", help="skip the evaluation at the end")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = TINY if args.tiny else FULL
+    budget = args.minutes * 60 if not args.tiny else max(args.minutes * 60, 600.0)
+    run = Run(args.out, budget, argv)
+    try:
+        train(cfg, run, args.seed, device, args.t5_dir, args.allow_t5_mismatch, evaluate_at_end=not args.no_eval)
+    except BaseException as err:  # keep whatever was written, and say why it stopped
+        run.log["error"] = f"{type(err).__name__}: {err}"
+        run.write_log()
+        raise
+    print(json.dumps({"done": round(run.elapsed(), 1), "out": str(args.out),
+                      "files": sorted(p.name for p in args.out.iterdir())}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,6 @@ import torch
 from cosmos_triton.diffusion.conditioning import VideoCondition
 from cosmos_triton.diffusion.guidance import guided_x0
 from cosmos_triton.diffusion.sampler import SIGMA_MAX, initial_noise, sample
-from cosmos_triton.media.visual_input import num_condition_latent_frames, prepare_condition_video
 from cosmos_triton.models.checkpoints import latent_shape
 from cosmos_triton.models.dit import CosmosDiT
 from cosmos_triton.models.text_encoder import MAX_TOKENS, T5TextEncoder
@@ -28,6 +27,20 @@ from cosmos_triton.synthetic.scenes import oracle_scene
 from export.training_data import CAPTION_TOKENS, embed_captions, full_context
 
 HEIGHT, WIDTH, FRAMES = 96, 160, 121
+
+
+def condition_clip(frames: np.ndarray, num_video_frames: int = FRAMES) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> bf16 [1, 3, num_video_frames, H, W]: x / 128 - 1, the N frames first, zeros after.
+    What cosmos_triton.media.visual_input.prepare_condition_video does for frames already at the target size (no
+    resize), without its imageio import, which a training host may lack (a test checks they agree)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 128.0 - 1.0
+    clip = torch.zeros(1, 3, num_video_frames, *frames.shape[1:3], dtype=torch.bfloat16)
+    clip[0, :, : frames.shape[0]] = x.to(torch.bfloat16)
+    return clip
+
+
+def num_condition_latent_frames(num_input_frames: int) -> int:
+    return 1 + (num_input_frames - 1) // 8
 
 
 @torch.no_grad()
@@ -96,7 +109,7 @@ def evaluate(t2w: CosmosDiT, v2w: CosmosDiT | None, tokenizer: CosmosVideoTokeni
     aspect = width / height
     truth = [render_clip(oracle_scene(c.colour, c.shape, c.direction, c.seed, aspect), height, width).numpy()
              for c in seen]
-    clips = torch.cat([prepare_condition_video(f, height, width, FRAMES) for f in truth])
+    clips = torch.cat([condition_clip(f) for f in truth])
     recon = tokenizer.decode(tokenizer.encode(clips.to(device, torch.bfloat16)))
     recon = [frames_to_uint8(recon[i : i + 1]).cpu().numpy() for i in range(recon.shape[0])]
     report["tokenizer_round_trip"] = {
@@ -105,7 +118,7 @@ def evaluate(t2w: CosmosDiT, v2w: CosmosDiT | None, tokenizer: CosmosVideoTokeni
     if v2w is not None:
         chosen = seen[:v2w_cases]
         inputs = [t[:9] for t in truth[:v2w_cases]]
-        clips = torch.cat([prepare_condition_video(f, height, width, FRAMES) for f in inputs])
+        clips = torch.cat([condition_clip(f) for f in inputs])
         outs = run(v2w, chosen, guidance, clips)
         report["video2world"] = {
             **summarise([(c, adherence(v, c.colour, c.direction)) for c, v in zip(chosen, outs, strict=True)])["all"],

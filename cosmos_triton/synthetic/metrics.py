@@ -35,28 +35,46 @@ def _as_tensor(frames) -> torch.Tensor:
     return t
 
 
+def _hue_boundaries() -> tuple[torch.Tensor, torch.Tensor]:
+    """Hue bin edges (midpoints between neighbouring colour hues on the circle) and the colour index of each bin."""
+    order = sorted(range(len(COLOURS)), key=lambda i: COLOUR_HUES[COLOURS[i]])
+    hues = [COLOUR_HUES[COLOURS[i]] for i in order]
+    edges = [(a + b) / 2 for a, b in zip(hues, hues[1:], strict=False)]
+    wrap = (hues[-1] + hues[0] + 360) / 2 % 360  # between the last hue and the first one + 360
+    all_edges = sorted(edges + [wrap])  # each bin is labelled with the hue nearest its middle
+    labels = []
+    for k in range(len(all_edges) + 1):
+        lo = all_edges[k - 1] if k else all_edges[-1] - 360
+        hi = all_edges[k] if k < len(all_edges) else all_edges[0] + 360
+        mid = ((lo + hi) / 2) % 360
+        dist = [min(abs(mid - h), 360 - abs(mid - h)) for h in hues]
+        labels.append(order[int(np.argmin(dist))])
+    return torch.tensor(all_edges, dtype=torch.float32), torch.tensor(labels)
+
+
+_EDGES, _LABELS = _hue_boundaries()
+
+
 def hue_classes(frames) -> torch.Tensor:
     """[T, H, W] int64: index into COLOURS of each pixel's nearest hue, or -1 for unsaturated / dark pixels."""
-    rgb = _as_tensor(frames).float() / 255.0
+    rgb = _as_tensor(frames)
     mx, argmax = rgb.max(dim=-1)
     mn = rgb.min(dim=-1).values
-    delta = mx - mn
-    sat = torch.where(mx > 0, delta / mx.clamp_min(1e-8), torch.zeros_like(mx))
-    r, g, b = rgb.unbind(-1)
-    d = delta.clamp_min(1e-8)
-    hue = torch.where(argmax == 0, ((g - b) / d) % 6, torch.where(argmax == 1, (b - r) / d + 2, (r - g) / d + 4))
-    hue = hue * 60.0  # degrees
-    centres = torch.tensor([COLOUR_HUES[c] for c in COLOURS])
-    dist = (hue[..., None] - centres).abs()
-    dist = torch.minimum(dist, 360.0 - dist)
-    cls = dist.argmin(dim=-1)
-    valid = (sat >= MIN_SATURATION) & (mx >= MIN_VALUE)
+    r, g, b = (c.float() for c in rgb.unbind(-1))
+    mxf = mx.float()
+    delta = mxf - mn.float()
+    valid = (delta >= MIN_SATURATION * mxf) & (mxf >= MIN_VALUE * 255) & (delta > 0)
+    d = delta.clamp_min(1.0)
+    hue = torch.where(argmax == 0, torch.remainder((g - b) / d, 6.0),
+                      torch.where(argmax == 1, (b - r) / d + 2, (r - g) / d + 4)) * 60.0
+    cls = _LABELS[torch.bucketize(hue, _EDGES, right=True)]
     return torch.where(valid, cls, torch.full_like(cls, -1))
 
 
-def colour_masks(frames, colour: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean [T, H, W] mask of the named colour, and per-frame presence [T]."""
-    cls = hue_classes(frames)
+def colour_masks(frames, colour: str, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean [T, H, W] mask of the named colour, and per-frame presence [T]. `classes`: hue_classes(frames),
+    when already computed."""
+    cls = hue_classes(frames) if classes is None else classes
     mask = cls == COLOURS.index(colour)
     count = mask.flatten(1).sum(1).float()
     saturated = (cls >= 0).flatten(1).sum(1).float()
@@ -65,14 +83,15 @@ def colour_masks(frames, colour: str) -> tuple[torch.Tensor, torch.Tensor]:
     return mask, present
 
 
-def presence_fraction(frames, colour: str) -> float:
+def presence_fraction(frames, colour: str, classes: torch.Tensor | None = None) -> float:
     """Fraction of frames in which the named colour is present."""
-    return float(colour_masks(frames, colour)[1].float().mean())
+    return float(colour_masks(frames, colour, classes)[1].float().mean())
 
 
-def centroid_track(frames, colour: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def centroid_track(frames, colour: str, classes: torch.Tensor | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame indices where the colour is present, and its centroid x, y (pixels) there."""
-    mask, present = colour_masks(frames, colour)
+    mask, present = colour_masks(frames, colour, classes)
     t = torch.nonzero(present).flatten()
     m = mask[t].float()
     h, w = m.shape[1:]
@@ -82,11 +101,12 @@ def centroid_track(frames, colour: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t.numpy(), xs.numpy(), ys.numpy()
 
 
-def motion_direction(frames, colour: str, min_travel: float = MIN_TRAVEL) -> tuple[str | None, float, float]:
+def motion_direction(frames, colour: str, min_travel: float = MIN_TRAVEL, classes: torch.Tensor | None = None
+                     ) -> tuple[str | None, float, float]:
     """('left' | 'right' | 'up' | 'down' | None, dx, dy): the least-squares centroid displacement of the named
     colour over the clip (pixels); None when the colour is present in fewer than half the frames or the dominant
     displacement is under `min_travel` of that frame extent."""
-    t, xs, ys = centroid_track(frames, colour)
+    t, xs, ys = centroid_track(frames, colour, classes)
     n_frames, h, w = _as_tensor(frames).shape[:3]
     if len(t) < max(2, n_frames // 2):
         return None, 0.0, 0.0
@@ -117,8 +137,9 @@ class Adherence:
 
 def adherence(frames, colour: str, direction: str) -> Adherence:
     """How well a video shows 'a <colour> ... moving <direction>'."""
-    presence = presence_fraction(frames, colour)
-    measured, dx, dy = motion_direction(frames, colour)
+    classes = hue_classes(frames)
+    presence = presence_fraction(frames, colour, classes)
+    measured, dx, dy = motion_direction(frames, colour, classes=classes)
     return Adherence(colour, direction, presence, presence >= PRESENT_FRAMES, measured, measured == direction, dx, dy)
 
 

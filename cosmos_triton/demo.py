@@ -1,4 +1,9 @@
-"""`make demo`: serve the given checkpoints, generate the original README's robot prompt, stop.
+"""`make demo`: serve the given checkpoints, generate one video, stop.
+
+The default prompt is a caption the built-in trained small model knows (cosmos_triton.synthetic), sent as written
+(prompt upsampler disabled: the small upsampler would replace it with its one fixed sentence). With the real
+checkpoints, pass e.g. `--prompt "$(python -c 'from cosmos_triton.demo import ROBOT_PROMPT; print(ROBOT_PROMPT)')"
+--upsample`.
 
     python -m cosmos_triton.demo --checkpoint_dir checkpoints/small \
         --diffusion_transformer_dir Cosmos-1.0-Diffusion-Small-Text2World --video_save_folder outputs
@@ -15,6 +20,7 @@ from client import text2world as client
 from cosmos_triton.server import running_server
 from cosmos_triton.settings import ServeSettings
 
+DEMO_PROMPT = "A red ball moving to the right on a striped background."
 # The seed README's Text2World example prompt.
 ROBOT_PROMPT = (
     "A sleek, humanoid robot stands in a vast warehouse filled with neatly stacked cardboard boxes on industrial "
@@ -33,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diffusion_transformer_dir", default="Cosmos-1.0-Diffusion-Small-Text2World")
     parser.add_argument("--v2w_diffusion_transformer_dir", default="Cosmos-1.0-Diffusion-Small-Video2World")
     parser.add_argument("--video_save_folder", default="outputs")
-    parser.add_argument("--video_save_name", default="robot")
+    parser.add_argument("--video_save_name", default="demo")
+    parser.add_argument("--prompt", default=DEMO_PROMPT)
+    parser.add_argument("--upsample", action="store_true", help="let the prompt upsampler rewrite the prompt")
     parser.add_argument("--log_file", default="outputs/demo-server.log")
     args = parser.parse_args(argv)
 
@@ -45,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting Triton on {settings.dit_path} (server log: {args.log_file}) ...", flush=True)
     with running_server(settings, log_file=args.log_file) as server:
         print(f"ready in {time.monotonic() - t0:.1f} s: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
-        rc = client.main(["--url", server.grpc_url, "--prompt", ROBOT_PROMPT, "--video_save_folder",
-                          args.video_save_folder, "--video_save_name", args.video_save_name])
+        rc = client.main(["--url", server.grpc_url, "--prompt", args.prompt, "--video_save_folder",
+                          args.video_save_folder, "--video_save_name", args.video_save_name,
+                          *([] if args.upsample else ["--disable_prompt_upsampler"])])
     print(f"demo finished in {time.monotonic() - t0:.1f} s (exit {rc})", flush=True)
     return rc
 

@@ -166,19 +166,35 @@ def small_mean_std(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _strip_debug_info(path: Path) -> None:
-    """Rewrite a TorchScript archive without `*.debug_pkl` (absolute paths of the tracing call stack)."""
-    reader = torch._C.PyTorchFileReader(str(path))
-    records = {name: reader.get_record(name) for name in reader.get_all_records()}
-    version = int(records["version"])
-    del reader
-    writer = torch._C.PyTorchFileWriter(str(path))  # archive name = file stem, as torch.jit.save does
-    for name, data in records.items():
-        # the writer adds version, byteorder and a content-derived serialization id itself
-        if name.endswith(".debug_pkl") or name in ("version", "byteorder", ".data/serialization_id"):
-            continue
-        writer.write_record(name, data, len(data))
-    writer.set_min_version(version)
-    writer.write_end_of_file()
+    """Rewrite a TorchScript archive without `*.debug_pkl` (absolute paths of the tracing call stack).
+
+    Written next to it under the same file name (the archive name is the file stem, as torch.jit.save does) and
+    then moved over it, so a torch version whose private archive API differs leaves the original file intact (with
+    its debug records: still loadable, only not byte-reproducible across directories) and a warning."""
+    staging = path.parent / f".{path.name}.strip"
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        records = {name: reader.get_record(name) for name in reader.get_all_records()}
+        version = int(records["version"])
+        del reader
+        staging.mkdir(exist_ok=True)
+        writer = torch._C.PyTorchFileWriter(str(staging / path.name))
+        for name, data in records.items():
+            # the writer adds version, byteorder and a content-derived serialization id itself
+            if name.endswith(".debug_pkl") or name in ("version", "byteorder", ".data/serialization_id"):
+                continue
+            writer.write_record(name, data, len(data))
+        writer.set_min_version(version)
+        writer.write_end_of_file()
+        del writer
+        os.replace(staging / path.name, path)
+    except (AttributeError, RuntimeError, TypeError, ValueError, KeyError) as err:
+        warnings.warn(f"kept the debug records of {path.name}: {err}", stacklevel=2)
+    finally:
+        if staging.exists():
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
 
 
 def _trace(module: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:

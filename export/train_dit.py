@@ -4,7 +4,8 @@
 The network is the one serving uses: diffusers' CosmosTransformer3DModel configured by
 `cosmos_triton.models.dit.diffusers_config`, with the original's corrections (`_follow_original`), called through
 `CosmosDiT` (which appends the zero padding-mask channel). Objective, as EDM (Karras et al. 2022) with Cosmos's
-preconditioning (reference §4.1; `cosmos_triton.diffusion.edm.edm_scaling`, sigma_data 0.5):
+preconditioning (NVIDIA Cosmos `cosmos1/models/diffusion/diffusion/modules/denoiser_scaling.py`; here
+`cosmos_triton.diffusion.edm.edm_scaling`, sigma_data 0.5):
 
     sigma ~ LogNormal(P_mean, P_std),  x_t = x0 + sigma n,
     F = net(c_in x_t, c_noise, T5 context, fps),  loss = || F - (x0 - c_skip x_t) / c_out ||^2,
@@ -14,9 +15,10 @@ one. Caption dropout: a caption is replaced by the all-zero context (what Text2W
 with an empty negative prompt) or by the default negative prompt's embedding (the served default uncond), so
 classifier-free guidance has an unconditional model to contrast with.
 
-Video2World (reference §4.7): the first 1 or 2 latent frames (1 or 9 input frames) are given. They enter the
-network as c_in(0.001)(x0 + 0.001 n) with the condition-mask channel set, exactly what `VideoCondition` feeds at
-inference, and the loss covers only the generated frames (the sampler replaces the given frames' x0 anyway).
+Video2World (`cosmos1/models/diffusion/model/model_v2w.py`; here `cosmos_triton.diffusion.conditioning`): the
+first 1 or 2 latent frames (1 or 9 input frames) are given. They enter the network as c_in(0.001)(x0 + 0.001 n)
+with the condition-mask channel set, exactly what `VideoCondition` feeds at inference, and the loss covers only
+the generated frames (the sampler replaces the given frames' x0 anyway).
 It starts from the Text2World weights; the new mask input columns of the patch embedding start at zero.
 
 Initialisation: AdaLN-Zero (the modulation outputs and the final projection start at zero, so every block starts
@@ -105,7 +107,7 @@ def to_original_state_dict(state: dict[str, torch.Tensor], arch: DiTArchitecture
                            ) -> dict[str, torch.Tensor]:
     """diffusers names -> NVIDIA's model.pt keys (the loader's mapping, inverted), bf16; checked with the loader's
     own strict key/shape check. Keys the network does not use get the values an original checkpoint holds: the
-    RoPE position buffer arange(N) and a seeded `logvar` head (evaluated but unused in sampling, reference §1.9)."""
+    RoPE position buffer arange(N) and a seeded `logvar` head (unused in sampling)."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     used = set()

@@ -206,12 +206,16 @@ def load_t5(t5_dir: Path | None, work: Path, device, allow_mismatch: bool, run: 
     from export.small_t5 import write_small_t5
     from export.training_data import t5_fingerprint
 
-    if t5_dir is None or not t5_dir.is_dir():
-        source = f"written by export.small_t5 ({t5_dir} not found)"
-        t5_dir = write_small_t5(work / "t5")
+    t5 = None
+    if t5_dir is not None and t5_dir.is_dir():
+        try:
+            t5, source = T5TextEncoder(t5_dir, device), str(t5_dir)
+        except (OSError, ValueError) as err:  # e.g. files another transformers version cannot read
+            source = f"written by export.small_t5 ({t5_dir} failed to load: {err})"
     else:
-        source = str(t5_dir)
-    t5 = T5TextEncoder(t5_dir, device)
+        source = f"written by export.small_t5 ({t5_dir} not found)"
+    if t5 is None:
+        t5 = T5TextEncoder(write_small_t5(work / "t5"), device)
     fingerprint = t5_fingerprint(t5)
     run.log["t5"] = {"source": source, "fingerprint": fingerprint, "expected": EXPECTED_T5_FINGERPRINT,
                      "match": fingerprint == EXPECTED_T5_FINGERPRINT}

@@ -119,5 +119,6 @@ def render_batch(scenes: Sequence[Scene], height: int, width: int, frames: Seque
 
 
 def to_model_input(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1) with the original's x / 128 - 1 (reference §4.7)."""
+    """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1) with the original's x / 128 - 1
+    (as cosmos_triton.media.visual_input.normalize_frames)."""
     return frames_uint8.permute(0, 4, 1, 2, 3).float() / 128.0 - 1.0

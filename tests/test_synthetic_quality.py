@@ -135,8 +135,9 @@ def test_served_text2world_follows_the_caption(server):
         tensor = grpcclient.InferInput(name, [1], "BYTES" if types[name] == "STRING" else types[name])
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = client.infer("text2world", inputs, outputs=[grpcclient.InferRequestedOutput("video")],
-                          client_timeout=600)
+    outputs = [grpcclient.InferRequestedOutput(name) for name in ("video", "prompt_used")]
+    result = client.infer("text2world", inputs, outputs=outputs, client_timeout=600)
+    assert result.as_numpy("prompt_used")[0].decode() == case.prompt
     frames = decode_mp4(result.as_numpy("video")[0])[0]
     a = adherence(frames, case.colour, case.direction)
     print(json.dumps({"served": case.prompt, **a.to_dict()}))

@@ -2,6 +2,7 @@
 
     python -m export.train_small_models --out OUT [--minutes 7.5] [--seed 0] [--device cuda] [--t5_dir DIR]
     python -m export.train_small_models --tiny --out OUT      # CPU smoke: a few steps of everything (seconds)
+    python -m export.train_small_models --config probe --device cpu --minutes 45 --out OUT   # the recipe at CPU scale
 
 Phases (each stops itself at its share of --minutes; weights are written as soon as they exist and refreshed while
 training, so a run cut short still leaves usable files):
@@ -80,25 +81,46 @@ class RunConfig:
 
 FULL = RunConfig(
     tokenizer=TokenizerConfig(
-        encoder_channels=(32, 64, 64, 64), decoder_channels=(64, 64, 64, 64), lr=6e-4, warmup_steps=50,
+        encoder_channels=(32, 64, 64, 64), decoder_channels=(64, 64, 64, 64), lr=2.5e-4, warmup_steps=50,
         clip_kinds=((33, 16, 96, 160, 0.6), (121, 4, 96, 160, 0.2), (33, 16, 128, 128, 0.1),
                     (33, 16, 160, 96, 0.1)),
-        stats_clips=128, stats_resolution=(96, 160)),
+        stats_clips=128, stats_resolution=(96, 160), init="pass_through", colour_weight=3.0, ema_decay=0.99,
+        check_every=100),
     t2w_arch=DiTArchitecture(model_type="Text2World", model_channels=128, num_blocks=8, num_heads=2,
                              rope_scale=(2.0, 1.0, 1.0), adaln_lora_dim=32, max_size=(16, 32, 32)),
-    t2w=DiTTrainConfig(batch=128, lr=4e-4, warmup_steps=200, ema_decay=0.998, p_mean=-0.4, p_std=1.6,
-                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=16,
-                       resolutions=((96, 160, 0.7), (160, 96, 0.15), (128, 128, 0.15))),
-    v2w=DiTTrainConfig(batch=128, lr=2e-4, warmup_steps=100, ema_decay=0.998, p_mean=-0.4, p_std=1.6,
-                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=16,
+    t2w=DiTTrainConfig(batch=128, lr=6e-4, warmup_steps=100, ema_decay=0.995, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=4,
+                       resolutions=((96, 160, 0.8), (160, 96, 0.1), (128, 128, 0.1))),
+    v2w=DiTTrainConfig(batch=128, lr=3e-4, warmup_steps=50, ema_decay=0.99, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=4,
                        resolutions=((96, 160, 1.0),)),
     pools=((96, 160, 3072), (160, 96, 768), (128, 128, 768)),
-    tokenizer_end=0.21, t2w_end=0.66, reserve_s=40.0, eval_steps=35, eval_cases=None, eval_v2w_cases=8,
+    tokenizer_end=0.21, t2w_end=0.70, reserve_s=40.0, eval_steps=35, eval_cases=None, eval_v2w_cases=8,
+)
+
+# The FULL recipe at CPU scale (48x80 only, small batches, the same architectures and code path): evidence on a CPU
+# host that the recipe learns colour and direction, e.g. `--config probe --minutes 45 --device cpu`.
+PROBE = RunConfig(
+    tokenizer=TokenizerConfig(
+        encoder_channels=(32, 64, 64, 64), decoder_channels=(64, 64, 64, 64), lr=2e-4, warmup_steps=20,
+        clip_kinds=((9, 8, 48, 80, 1.0),), stats_clips=16, stats_resolution=(48, 80), init="pass_through",
+        colour_weight=3.0, ema_decay=0.99, check_every=25, check_shape=(17, 48, 80)),
+    t2w_arch=FULL.t2w_arch,
+    t2w=DiTTrainConfig(batch=16, lr=6e-4, warmup_steps=50, ema_decay=0.99, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=1,
+                       resolutions=((48, 80, 1.0),)),
+    v2w=DiTTrainConfig(batch=16, lr=3e-4, warmup_steps=20, ema_decay=0.98, p_mean=-0.4, p_std=1.6,
+                       drop_to_zero=0.1, drop_to_negative=0.05, random_fps=0.2, refresh_per_step=1,
+                       resolutions=((48, 80, 1.0),)),
+    pools=((48, 80, 384),),
+    tokenizer_end=0.05, t2w_end=0.72, reserve_s=420.0, eval_steps=35, eval_cases=None, eval_v2w_cases=4,
+    eval_resolution=(48, 80), checkpoint_every_s=600.0,
 )
 
 TINY = RunConfig(
     tokenizer=TokenizerConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8), lr=1e-3, warmup_steps=1,
-                              clip_kinds=((17, 2, 32, 48, 1.0),), stats_clips=2, stats_resolution=(32, 48)),
+                              clip_kinds=((17, 2, 32, 48, 1.0),), stats_clips=2, stats_resolution=(32, 48),
+                              check_every=1, check_shape=(9, 32, 48)),
     t2w_arch=DiTArchitecture(model_type="Text2World", model_channels=32, num_blocks=1, num_heads=1,
                              rope_scale=(2.0, 1.0, 1.0), adaln_lora_dim=8, max_size=(16, 32, 32)),
     t2w=DiTTrainConfig(batch=2, lr=1e-3, warmup_steps=1, ema_decay=0.9, p_mean=-0.4, p_std=1.6, drop_to_zero=0.25,
@@ -109,6 +131,8 @@ TINY = RunConfig(
     tokenizer_end=0.3, t2w_end=0.6, reserve_s=5.0, eval_steps=2, eval_cases=2, eval_v2w_cases=1,
     eval_resolution=(32, 48), max_steps=(2, 3, 2), checkpoint_every_s=0.0,
 )
+
+CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE}
 
 
 class Run:
@@ -348,14 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--t5_dir", type=Path, default=DEFAULT_T5_DIR)
     parser.add_argument("--allow_t5_mismatch", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="smoke configuration: tiny models, a few steps")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                        help="full (default), tiny (= --tiny) or probe (the full recipe at CPU scale)")
     parser.add_argument("--no_eval", action="store_true", help="skip the evaluation at the end")
     args = parser.parse_args(argv)
 
     import torch
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cfg = TINY if args.tiny else FULL
-    budget = args.minutes * 60 if not args.tiny else max(args.minutes * 60, 600.0)
+    name = "tiny" if args.tiny else (args.config or "full")
+    cfg = CONFIGS[name]
+    budget = args.minutes * 60 if name != "tiny" else max(args.minutes * 60, 600.0)
     run = Run(args.out, budget, argv)
     try:
         train(cfg, run, args.seed, device, args.t5_dir, args.allow_t5_mismatch, evaluate_at_end=not args.no_eval)

@@ -4,7 +4,13 @@ TorchScript encoder/decoder + mean_std.pt, the real files and interface).
 
 Objective: a plain autoencoder, as the original (formulation AE): L1 + MSE on pixels in [-1, 1], with a little
 Gaussian noise on the latent while training (so the decoder tolerates the diffusion model's small latent errors)
-and a tiny latent L2 term that keeps its scale bounded.
+and a tiny latent L2 term that keeps its scale bounded. Saturated pixels (the objects: a few % of a frame) weigh
+1 + `colour_weight` in both terms, so that the objects' colour is not traded for the backgrounds.
+
+Initialisation: `export.tokenizer_init.pass_through_init` (block-average colour in latent channels 0-2 from step 0)
+unless `init="default"`. From diffusers' default initialisation the first GPU run (420 steps) never left the
+"grey objects" solution: colour presence 0 on the ground-truth round trip. The weights exported are an EMA of the
+trained ones; `check_every` steps the EMA model's colour presence and PSNR on the six oracle colours are logged.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from cosmos_triton.synthetic.render import NUM_FRAMES, render_clip, to_model_input
-from cosmos_triton.synthetic.scenes import sample_scene, scene_rng
+from cosmos_triton.synthetic.scenes import COLOURS, DIRECTIONS, SHAPES, oracle_scene, sample_scene, scene_rng
 from export.small_tokenizer import build_vae, write_trained_tokenizer
+from export.tokenizer_init import pass_through_init
 
 LATENT_NOISE = 0.05  # x the latent's std, added while training
 LATENT_L2 = 1e-4
 LATENT_FRAMES = 16
+CHECK_SEED = 900  # colour-check scenes: oracle-style clips with seeds the oracle does not use (100-205)
+SATURATED_CHROMA = 0.6  # max - min over RGB in [-1, 1] units: objects ~1.5, backgrounds < 0.25
 
 
 @dataclass
@@ -38,6 +47,11 @@ class TokenizerConfig:
     clip_kinds: tuple[tuple[int, int, int, int, float], ...]
     stats_clips: int  # 121-frame clips encoded to measure the latent statistics
     stats_resolution: tuple[int, int]
+    init: str = "pass_through"  # or "default" (diffusers' initialisation)
+    colour_weight: float = 3.0  # extra loss weight of saturated pixels
+    ema_decay: float = 0.99  # of the exported weights
+    check_every: int = 100  # steps between colour checks of the EMA model (0: never)
+    check_shape: tuple[int, int, int] = (33, 96, 160)  # frames, height, width of the colour-check clips
 
 
 def lr_at(progress: float, step: int, base: float, warmup: int, floor: float = 0.1) -> float:
@@ -59,12 +73,67 @@ def _clips(seed: int, start: int, count: int, frames: int, height: int, width: i
     return to_model_input(torch.stack(videos))
 
 
+def pixel_weights(video: torch.Tensor, colour_weight: float) -> torch.Tensor:
+    """[B, 1, T, H, W]: 1 + colour_weight on saturated pixels (chroma max - min over RGB >= SATURATED_CHROMA)."""
+    chroma = video.amax(1, keepdim=True) - video.amin(1, keepdim=True)
+    return 1.0 + colour_weight * (chroma >= SATURATED_CHROMA).to(video.dtype)
+
+
+def colour_check_clips(frames: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, list]:
+    """One oracle clip per colour (first `frames` frames, model input) and their (colour, direction) labels."""
+    cases = [(c, SHAPES[i % len(SHAPES)], DIRECTIONS[i % len(DIRECTIONS)]) for i, c in enumerate(COLOURS)]
+    clips = [render_clip(oracle_scene(c, s, d, CHECK_SEED + i, width / height), height, width, np.arange(frames),
+                         device) for i, (c, s, d) in enumerate(cases)]
+    return to_model_input(torch.stack(clips)), [(c, d) for c, _, d in cases]
+
+
+@torch.no_grad()
+def colour_check(vae: torch.nn.Module, clips: torch.Tensor, labels: list) -> dict:
+    """Round trip of the check clips through `vae` (eval mode, the device's training precision): mean colour
+    presence of the named colour and PSNR, as the oracle measures them."""
+    from cosmos_triton.models.tokenizer import frames_to_uint8
+    from cosmos_triton.synthetic.metrics import presence_fraction, psnr
+
+    autocast = torch.autocast(clips.device.type, dtype=torch.bfloat16, enabled=clips.device.type == "cuda")
+    with autocast:
+        rec = vae.decoder(vae.post_quant_conv(vae.quant_conv(vae.encoder(clips)))).float()
+    presence, db = [], []
+    for i, (colour, _) in enumerate(labels):
+        got = frames_to_uint8(rec[i : i + 1]).cpu().numpy()
+        want = ((clips[i] + 1) * 128).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+        presence.append(presence_fraction(got, colour))
+        db.append(psnr(want, got))
+    return {"colour_presence": round(float(np.mean(presence)), 3), "psnr_db": round(float(np.mean(db)), 2)}
+
+
 def train_tokenizer(cfg: TokenizerConfig, seed: int, device: torch.device, deadline: float,
                     max_steps: int | None, log: Callable[[dict], None]) -> tuple[torch.nn.Module, dict]:
-    """Train until `deadline` (time.monotonic()) or `max_steps`; returns the fp32 model and a summary."""
+    """Train until `deadline` (time.monotonic()) or `max_steps`; returns the fp32 EMA model and a summary."""
     torch.manual_seed(seed)
-    vae = build_vae(cfg.encoder_channels, cfg.decoder_channels).to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    vae = build_vae(cfg.encoder_channels, cfg.decoder_channels)
+    if cfg.init == "pass_through":
+        pass_through_init(vae)
+    elif cfg.init != "default":
+        raise ValueError(f"unknown tokenizer init {cfg.init!r}")
+    vae = vae.to(device).train()
+    ema = copy.deepcopy(vae).eval().requires_grad_(False)
+    params, ema_params = list(vae.parameters()), list(ema.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    checks: list[dict] = []
+    check_clips = colour_check_clips(*cfg.check_shape, device) if cfg.check_every else None
+
+    best: dict = {}
+
+    def check(step: int) -> None:
+        point = {"step": step, **colour_check(ema, *check_clips)}
+        checks.append(point)
+        log({"tokenizer_check": point})
+        score = (round(point["colour_presence"] * 20), point["psnr_db"])  # presence to 0.05, then PSNR
+        if not best or score >= best["score"]:
+            best.update(score=score, step=step, state={k: v.detach().clone() for k, v in ema.state_dict().items()})
+
+    if check_clips is not None:
+        check(0)
     rng = np.random.RandomState([seed % 2**32, 11])
     weights = np.array([k[4] for k in cfg.clip_kinds], dtype=np.float64)
     start, step, clip_index = time.monotonic(), 0, 0
@@ -83,13 +152,18 @@ def train_tokenizer(cfg: TokenizerConfig, seed: int, device: torch.device, deadl
             noisy = z + LATENT_NOISE * z.detach().float().std() * torch.randn_like(z)
             rec = vae.decoder(vae.post_quant_conv(noisy))
         rec, zf = rec.float(), z.float()
-        l1 = F.l1_loss(rec, video)
+        l1 = F.l1_loss(rec, video)  # logged unweighted (comparable across runs)
         mse = F.mse_loss(rec, video)
-        loss = l1 + mse + LATENT_L2 * zf.pow(2).mean()
+        weight = pixel_weights(video, cfg.colour_weight)
+        err = rec - video
+        loss = (err.abs() * weight).mean() + (err.pow(2) * weight).mean() + LATENT_L2 * zf.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
         step += 1
         window += torch.stack([l1.detach(), mse.detach(), torch.ones((), device=device)])
         if step % 25 == 0 or step == 1:
@@ -101,8 +175,16 @@ def train_tokenizer(cfg: TokenizerConfig, seed: int, device: torch.device, deadl
                      "mse": round(float(msem), 6), "psnr_db": round(float(psnr), 2)}
             curve.append(point)
             log({"tokenizer": point})
-    return vae.eval(), {"steps": step, "seconds": round(time.monotonic() - start, 1), "clips_seen": clip_index,
-                        "curve": curve}
+        if check_clips is not None and step % cfg.check_every == 0:
+            check(step)
+    if check_clips is not None and (not checks or checks[-1]["step"] != step):
+        check(step)
+    exported = step
+    if best and best["step"] != step:  # training lost colour or sharpness since an earlier check: keep that one
+        ema.load_state_dict(best["state"])
+        exported = best["step"]
+    return ema, {"steps": step, "seconds": round(time.monotonic() - start, 1), "clips_seen": clip_index,
+                 "init": cfg.init, "exported_step": exported, "curve": curve, "colour_checks": checks}
 
 
 @torch.no_grad()

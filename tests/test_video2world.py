@@ -44,28 +44,29 @@ def video_bytes(num_frames: int = 20) -> bytes:
 def test_conditioned_latent_frames_come_out_exactly_as_the_encoded_input(v2w_pipeline, num_input_frames):
     data = video_bytes()
     pipe = v2w_pipeline
-    frames = pipe(prompt=PROMPT, visual_input=data, num_input_frames=num_input_frames, seed=2)
-    assert frames.shape == (121, 96, 160, 3)
+    generation = pipe(prompt=PROMPT, visual_input=data, num_input_frames=num_input_frames, seed=2)
+    assert generation.frames.shape == (121, 96, 160, 3)
+    tokenizer = pipe.stages.stage("tokenizer_encoder").tokenizer
     # the condition latent, encoded independently from the same bytes
     selected = select_input_frames(decode_visual_input(data), num_input_frames)
     clip = prepare_condition_video(selected, 96, 160)
-    gt = pipe.tokenizer.encode(clip.to(torch.bfloat16))
+    gt = tokenizer.encode(clip.to(torch.bfloat16))
     n = num_condition_latent_frames(num_input_frames)
     assert n == (1 if num_input_frames == 1 else 2)
-    final = pipe.last_latent
+    final = generation.latent
     assert torch.equal(final[:, :, :n], gt[:, :, :n].float())  # replaced on every call, CFG keeps them exact
     assert not torch.equal(final[:, :, n:], gt[:, :, n:].float())
     # the decoder is causal: the first 1 + 8 (n - 1) pixel frames depend only on the conditioned latent frames
     pixels = 1 + 8 * (n - 1)
-    decoded_final, decoded_gt = pipe.tokenizer.decode(final), pipe.tokenizer.decode(gt.float())
+    decoded_final, decoded_gt = tokenizer.decode(final), tokenizer.decode(gt.float())
     assert torch.equal(decoded_final[:, :, :pixels], decoded_gt[:, :, :pixels])
 
 
 def test_empty_negative_prompt_makes_cfg_a_no_op(v2w_pipeline):
     data = png_bytes(gradient_image())
-    a = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=7.0, seed=3, num_steps=4)
-    b = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=0.0, seed=3, num_steps=4)
-    c = v2w_pipeline(prompt=PROMPT, visual_input=data, guidance=7.0, seed=3, num_steps=4)  # default negative
+    a = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=7.0, seed=3, num_steps=4).frames
+    b = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=0.0, seed=3, num_steps=4).frames
+    c = v2w_pipeline(prompt=PROMPT, visual_input=data, guidance=7.0, seed=3, num_steps=4).frames  # default negative
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -98,7 +99,7 @@ def test_condition_network_input_is_c_in_augment_times_the_augmented_latent():
 
 
 def test_condition_noise_is_the_initial_noise(v2w_pipeline):
-    from cosmos_triton.pipeline import seeded_normal
+    from cosmos_triton.pipeline.flow import seeded_normal
 
     shape = latent_shape(121, 96, 160)
     assert torch.equal(seeded_normal(shape, 5), torch.from_numpy(

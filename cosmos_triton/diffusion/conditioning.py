@@ -46,7 +46,7 @@ class VideoCondition:
 
     def active_indicator(self, sigma: torch.Tensor) -> torch.Tensor:
         # NVIDIA's inference trick: once sigma <= the augment sigma, generate every frame (never at sigma_min 0.002)
-        return self.indicator * 0 if AUGMENT_SIGMA >= sigma.flatten()[0] else self.indicator
+        return self.indicator * 0 if sigma.flatten()[0] <= AUGMENT_SIGMA else self.indicator
 
     def input_mask(self, like: torch.Tensor) -> torch.Tensor:
         """The condition-mask channel [B, 1, T, H, W]; the unconditional branch keeps it too (§4.7)."""

@@ -23,6 +23,11 @@ import imageio.v2 as iio
 import imageio_ffmpeg
 import numpy as np
 
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp; a fork that runs Python code in a process with gRPC
+# threads (a tritonclient stream, a server test) can hang in the child before exec (imageio-ffmpeg issue #58).
+# This variable is that library's own switch to start ffmpeg without it.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
 CODEC = "libx264"
 PIX_FMT = "yuv420p"
 QUALITY = 5  # imageio-ffmpeg maps this to -crf int((1 - 5/10) * 51) = 25 for libx264

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cosmos_triton.errors import RequestError
+from cosmos_triton.request.limits import LIMITS
 
 # Reference §4.5: the original CLI's default negative prompt, verbatim.
 DEFAULT_NEGATIVE_PROMPT = (
@@ -129,6 +130,10 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
         raise RequestError("prompt", "must be a non-empty UTF-8 string")
     if not isinstance(values.get("negative_prompt", ""), str):
         raise RequestError("negative_prompt", "must be a UTF-8 string (empty for no negative prompt)")
+    for name in ("prompt", "negative_prompt"):
+        text = values.get(name) or ""
+        if len(text) > LIMITS.max_prompt_chars:
+            raise RequestError(name, f"is {len(text)} characters long; accepted: at most {LIMITS.max_prompt_chars}")
     out = {"prompt": prompt, "negative_prompt": values.get("negative_prompt", ""),
            "disable_prompt_upsampler": bool(disable)}
     out["word_limit_to_skip_upsampler"] = _int_in_range(

@@ -1,0 +1,239 @@
+"""Every stage of the request flow: one class each, loaded once from its parameters, called with named inputs and
+returning named outputs (the `Io` descriptions below). The same objects run in process
+(`cosmos_triton.pipeline.inprocess`) and behind one Triton model each (`cosmos_triton.backend.stage_model`).
+
+Heavy libraries are imported inside each stage's constructor, so a process imports only what its stage needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cosmos_triton.pipeline.io import CONTEXT, FRAMES, LATENT, Io
+
+
+def as_uint8_frames(video: Any) -> np.ndarray:
+    """uint8 [T, H, W, 3] as a host numpy array, whether it arrives as numpy or as a (device) torch tensor."""
+    if isinstance(video, np.ndarray):
+        return video
+    return video.cpu().numpy()
+
+
+class Stage:
+    """A stage: `kind` names the class in the registry; `params` are the keys its constructor reads."""
+
+    kind: ClassVar[str]
+    inputs: ClassVar[tuple[Io, ...]]
+    outputs: ClassVar[tuple[Io, ...]]
+    params: ClassVar[tuple[str, ...]] = ()
+    gpu: ClassVar[bool] = True  # False: CPU work (mp4 muxing) that never takes a GPU instance
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        missing = [p for p in self.params if not params.get(p)]
+        if missing:
+            raise ValueError(f"stage {self.kind} needs the parameter(s) {', '.join(missing)}")
+        self.device = device
+
+    def __call__(self, **inputs: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class TextGuardrailStage(Stage):
+    """Blocklist then Aegis; a block raises GuardrailBlocked naming the guardrail."""
+
+    kind = "text_guardrail"
+    inputs = (Io("prompt", "STRING"),)
+    outputs = (Io("prompt", "STRING"),)
+    params = ("guardrail_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.guardrail.runner import TextGuardrail
+
+        self.guardrail = TextGuardrail(Path(params["guardrail_dir"]), device)
+
+    def __call__(self, prompt: str) -> dict[str, Any]:
+        return {"prompt": self.guardrail(prompt)}
+
+
+class Text2WorldUpsamplerStage(Stage):
+    """The 12B Mistral-NeMo upsampler: a short caption -> a long one (the skip rules live in the flow)."""
+
+    kind = "prompt_upsampler"
+    inputs = (Io("prompt", "STRING"), Io("seed", "INT64"))
+    outputs = (Io("prompt", "STRING"),)
+    params = ("upsampler_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.upsampler.text2world import Text2WorldPromptUpsampler
+
+        self.upsampler = Text2WorldPromptUpsampler(Path(params["upsampler_dir"]), device)
+
+    def __call__(self, prompt: str, seed: int) -> dict[str, Any]:
+        return {"prompt": self.upsampler.upsample(prompt, int(seed))}
+
+
+class Video2WorldUpsamplerStage(Stage):
+    """Pixtral-12B: writes the prompt from the last input frame (the flow sends only that one)."""
+
+    kind = "prompt_upsampler_v2w"
+    inputs = (Io("input_frames", "UINT8", FRAMES), Io("seed", "INT64"))
+    outputs = (Io("prompt", "STRING"),)
+    params = ("upsampler_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.upsampler.video2world import Video2WorldPromptUpsampler
+
+        self.upsampler = Video2WorldPromptUpsampler(Path(params["upsampler_dir"]), device)
+
+    def __call__(self, input_frames: Any, seed: int) -> dict[str, Any]:
+        return {"prompt": self.upsampler.upsample(as_uint8_frames(input_frames), int(seed))}
+
+
+class TextEncoderStage(Stage):
+    """T5-11B encoder in fp32, one prompt per pass, padded positions zeroed; bf16 out as the original's
+    prepare_data_batch casts it."""
+
+    kind = "t5_encoder"
+    inputs = (Io("prompt", "STRING"),)
+    outputs = (Io("embedding", "BF16", CONTEXT),)
+    params = ("t5_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.models.text_encoder import T5TextEncoder
+
+        self.t5 = T5TextEncoder(Path(params["t5_dir"]), device)
+
+    def __call__(self, prompt: str) -> dict[str, Any]:
+        import torch
+
+        return {"embedding": self.t5.encode([prompt]).to(torch.bfloat16)}
+
+
+class DiTStepStage(Stage):
+    """One guided evaluation x0 = cond + g (cond - uncond), EDM-preconditioned in bf16. With the Video2World
+    condition (clean latent, its augmented copy, how many latent frames are given) each branch is conditioned."""
+
+    kind = "dit_step"
+    inputs = (
+        Io("x", "FP32", LATENT),
+        Io("sigma", "FP32", scalar=False),
+        Io("cond", "BF16", CONTEXT),
+        Io("uncond", "BF16", CONTEXT),
+        Io("guidance", "FP32"),
+        Io("fps", "FP32"),
+        Io("gt_latent", "BF16", LATENT, optional=True),
+        Io("augment_latent", "FP32", LATENT, optional=True),
+        Io("num_condition_frames", "INT32", optional=True),
+    )
+    outputs = (Io("x0", "BF16", LATENT),)
+    params = ("checkpoint",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.models.dit import load_dit
+
+        self.net = load_dit(Path(params["checkpoint"]), device=device)
+
+    def __call__(self, x: Any, sigma: Any, cond: Any, uncond: Any, guidance: float, fps: float,
+                 gt_latent: Any = None, augment_latent: Any = None,
+                 num_condition_frames: int | None = None) -> dict[str, Any]:
+        from cosmos_triton.diffusion.conditioning import VideoCondition
+        from cosmos_triton.diffusion.guidance import guided_x0
+
+        condition = None
+        if gt_latent is not None:
+            if augment_latent is None or num_condition_frames is None:
+                raise ValueError("gt_latent needs augment_latent and num_condition_frames")
+            condition = VideoCondition.from_parts(gt_latent, augment_latent, int(num_condition_frames))
+        return {"x0": guided_x0(self.net, x, sigma, cond, uncond, float(guidance), float(fps), condition)}
+
+
+class TokenizerEncoderStage(Stage):
+    """Video2World: the input frames (already resized, bf16 in [-1, 1]) zero-padded to the clip -> the normalised
+    condition latent."""
+
+    kind = "tokenizer_encoder"
+    inputs = (Io("condition_frames", "BF16", (-1, 3, -1, -1)), Io("num_video_frames", "INT32"))
+    outputs = (Io("condition_latent", "BF16", LATENT),)
+    params = ("tokenizer_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
+
+        self.tokenizer = CosmosVideoTokenizer(Path(params["tokenizer_dir"]), device)
+
+    def __call__(self, condition_frames: Any, num_video_frames: int) -> dict[str, Any]:
+        from cosmos_triton.media.visual_input import condition_clip
+
+        clip = condition_clip(condition_frames.to(self.device), int(num_video_frames))
+        return {"condition_latent": self.tokenizer.encode(clip)}
+
+
+class TokenizerDecoderStage(Stage):
+    """Normalised latent -> uint8 frames on the device (truncation, as the original), so the only large tensor
+    crosses processes once and 4x smaller than float."""
+
+    kind = "tokenizer_decoder"
+    inputs = (Io("latent", "FP32", LATENT),)
+    outputs = (Io("video", "UINT8", FRAMES),)
+    params = ("tokenizer_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
+
+        self.tokenizer = CosmosVideoTokenizer(Path(params["tokenizer_dir"]), device)
+
+    def __call__(self, latent: Any) -> dict[str, Any]:
+        from cosmos_triton.models.tokenizer import frames_to_uint8
+
+        return {"video": frames_to_uint8(self.tokenizer.decode(latent))}
+
+
+class VideoGuardrailStage(Stage):
+    """Content safety on every frame (any unsafe frame blocks), then face pixelation."""
+
+    kind = "video_guardrail"
+    inputs = (Io("video", "UINT8", FRAMES),)
+    outputs = (Io("video", "UINT8", FRAMES),)
+    params = ("guardrail_dir",)
+
+    def __init__(self, params: Mapping[str, str], device: str) -> None:
+        super().__init__(params, device)
+        from cosmos_triton.guardrail.runner import VideoGuardrail
+
+        self.guardrail = VideoGuardrail(Path(params["guardrail_dir"]), device)
+
+    def __call__(self, video: Any) -> dict[str, Any]:
+        # the original runs both filters on the uint8 host array: the one device->host copy of the frames
+        return {"video": self.guardrail(as_uint8_frames(video))}
+
+
+class Mp4EncoderStage(Stage):
+    """uint8 frames -> H.264 mp4 bytes (libx264, yuv420p, crf 25), as the original's save_video."""
+
+    kind = "mp4_encoder"
+    inputs = (Io("video", "UINT8", FRAMES), Io("fps", "INT32"))
+    outputs = (Io("mp4", "STRING", binary=True),)
+    gpu = False
+
+    def __call__(self, video: Any, fps: int) -> dict[str, Any]:
+        from cosmos_triton.media.mp4 import encode_mp4
+
+        return {"mp4": encode_mp4(as_uint8_frames(video), int(fps))}
+
+
+STAGE_KINDS: dict[str, type[Stage]] = {
+    cls.kind: cls
+    for cls in (TextGuardrailStage, Text2WorldUpsamplerStage, Video2WorldUpsamplerStage, TextEncoderStage,
+                DiTStepStage, TokenizerEncoderStage, TokenizerDecoderStage, VideoGuardrailStage, Mp4EncoderStage)
+}

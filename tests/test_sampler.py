@@ -94,3 +94,32 @@ def test_initial_noise_is_numpy_randomstate_standard_normal():
     ref = np.random.RandomState(7).standard_normal((1, 16, 2, 3, 4)).astype(np.float32)
     assert n.dtype == torch.float32 and np.array_equal(n.numpy(), ref)
     assert not torch.equal(n, initial_noise((1, 16, 2, 3, 4), seed=8))
+
+
+def test_solver_state_is_float64_from_the_first_step():
+    """NVIDIA's solver keeps x in fp64 even though x_T is float32: every x the denoiser sees is float32 of an
+    fp64 recurrence (here written with the step functions, each checked against hand formulas above)."""
+    seen = []
+
+    def fn(x, sigma):
+        seen.append(x.clone())
+        return gaussian_denoiser(x, sigma)  # float32 in, float32 out
+
+    x_T = initial_noise((1, 16, 4, 8, 8), seed=11) * 80
+    sample(fn, x_T, 4)
+    sig = karras_sigmas(4)
+    x, history = x_T.double(), None
+    for i in range(4):
+        assert torch.equal(seen[i], x.float()), i
+        x0 = gaussian_denoiser(x.float(), sig[i : i + 1].float()).double()
+        s, t = sig[i : i + 1], sig[i + 1 : i + 2]
+        x = ((s - t) / s * x0 + t / s * x) if history is None else res2ab_step(x, s, t, x0, *history)
+        history = (s, x0)
+    assert torch.equal(seen[4], x.float())
+
+
+def test_progress_callback_counts_every_denoiser_evaluation():
+    steps = []
+    x_T = torch.ones(1, 1, 1, 1, 1, dtype=torch.float64)
+    sample(gaussian_denoiser, x_T, 3, callback=lambda i, n: steps.append((i, n)))
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 3 solver steps + the final clean x0

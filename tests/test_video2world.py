@@ -104,3 +104,39 @@ def test_condition_noise_is_the_initial_noise(v2w_pipeline):
     shape = latent_shape(121, 96, 160)
     assert torch.equal(seeded_normal(shape, 5), torch.from_numpy(
         np.random.RandomState(5).standard_normal((1, *shape)).astype(np.float32)))
+
+
+def test_condition_augment_and_input_follow_the_original_dtypes_bit_for_bit():
+    g = torch.Generator().manual_seed(4)
+    gt = torch.randn(1, 16, 4, 2, 3, generator=g).to(torch.bfloat16)
+    noise = torch.randn(1, 16, 4, 2, 3, generator=g)
+    cond = VideoCondition.build(gt, 1, noise)
+    # augment sigma 0.001 as a bf16 tensor (0.00099945...), the augmented latent float32
+    aug_sigma = torch.tensor([0.001], dtype=torch.bfloat16)
+    augment = gt + noise * aug_sigma
+    assert cond.augment_latent.dtype == torch.float32 and torch.equal(cond.augment_latent, augment)
+    # c_in(0.001) in bf16: 0.001^2 + 0.25 rounds to 0.25, so exactly 1 / 0.5 = 2; c_in(sigma) from the fp32 sigma
+    sigma = torch.tensor([5.0])
+    x_t = torch.randn(1, 16, 4, 2, 3, generator=g)
+    x_in = cond.network_input(x_t, sigma)
+    c_in = 1 / (sigma * sigma + 0.25) ** 0.5
+    assert torch.equal(x_in[:, :, :1], (augment * 2.0 * (1 / c_in))[:, :, :1])
+    assert torch.equal(x_in[:, :, 1:], x_t[:, :, 1:])
+
+
+def test_below_the_augment_sigma_every_frame_is_generated():
+    gt = torch.randn(1, 16, 3, 2, 2).to(torch.bfloat16)
+    cond = VideoCondition.build(gt, 2, torch.randn(1, 16, 3, 2, 2))
+    x_t, x0 = torch.randn(1, 16, 3, 2, 2), torch.randn(1, 16, 3, 2, 2).to(torch.bfloat16)
+    low = torch.tensor([0.0005])  # NVIDIA's inference trick: 0.001 >= sigma drops the condition
+    assert torch.equal(cond.network_input(x_t, low), x_t) and torch.equal(cond.replace(x0, low), x0)
+    assert torch.equal(cond.replace(x0, torch.tensor([0.002]))[:, :, :2], gt[:, :, :2])  # sigma_min keeps it
+
+
+def test_condition_rebuilt_from_parts_in_the_dit_step_equals_the_built_one():
+    gt = torch.randn(1, 16, 4, 2, 3).to(torch.bfloat16)
+    built = VideoCondition.build(gt, 2, torch.randn(1, 16, 4, 2, 3))
+    rebuilt = VideoCondition.from_parts(gt.float(), built.augment_latent, 2)
+    for name in ("gt_latent", "augment_latent", "indicator"):
+        a, b = getattr(built, name), getattr(rebuilt, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name

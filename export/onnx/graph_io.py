@@ -115,8 +115,8 @@ def _widen_graph(graph: onnx.GraphProto) -> None:
                 _widen_tensor(attr.t)
             elif attr.type == onnx.AttributeProto.GRAPH:
                 _widen_graph(attr.g)
-            elif attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i == TensorProto.BFLOAT16:
-                attr.i = TensorProto.FLOAT
+            elif attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT:
+                attr.i = TensorProto.FLOAT if attr.i == TensorProto.BFLOAT16 else attr.i
 
 
 def bf16_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -81,7 +81,6 @@ def build_spec(stage: str, entry: dict, onnx_dir: Path, out_dir: Path, precision
     if not onnx_path.is_file():
         raise FileNotFoundError(f"stage {stage}: ONNX file not found: {onnx_path}")
     wanted = SERVED_PRECISION[stage] if precision == "served" else precision
-    exported = graph_precision(entry)
     if wanted == "fp8":
         if not stage.startswith("dit_"):
             raise ValueError(f"stage {stage}: the fp8 build is for the DiT only")
@@ -89,7 +88,7 @@ def build_spec(stage: str, entry: dict, onnx_dir: Path, out_dir: Path, precision
             raise ValueError(f"stage {stage}: {onnx_path} has no FP8 QuantizeLinear/DequantizeLinear; quantize the "
                              "export first (NVIDIA Model Optimizer, modelopt.onnx.quantization, quantize_mode='fp8')")
         strongly_typed, flags = True, ()
-    elif wanted == exported:
+    elif wanted == (exported := graph_precision(entry)):
         strongly_typed, flags = True, ()
     elif wanted == "bf16" and exported == "fp32":
         strongly_typed, flags = False, ("BF16",)

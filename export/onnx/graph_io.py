@@ -18,6 +18,7 @@ from onnx import TensorProto, numpy_helper
 PROTOBUF_LIMIT = 2**31  # bytes
 GRAPH_HEADROOM = 64 * 2**20  # room left for the graph itself next to the weights
 EXTERNAL_DATA_THRESHOLD = PROTOBUF_LIMIT - GRAPH_HEADROOM
+SMALL_TENSOR_BYTES = 1024  # stay inline: shape-inference inputs (axes, shapes) must be readable from the graph
 
 
 def external_data_path(model_path: Path) -> Path:
@@ -46,7 +47,7 @@ def save_proto(model: onnx.ModelProto, path: Path, threshold: int = EXTERNAL_DAT
     total = sum(_initializer_bytes(t) for t in model.graph.initializer)
     external = needs_external_data(total, threshold)
     onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                    location=side.name, size_threshold=0)
+                    location=side.name, size_threshold=SMALL_TENSOR_BYTES)
     return path
 
 
@@ -126,3 +127,23 @@ def bf16_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     widened.CopyFrom(model)
     _widen_graph(widened.graph)
     return widened
+
+
+def summarize_ir(model) -> GraphSummary:
+    """`summarize` for an in-memory onnx_ir model (e.g. `ONNXProgram.model`), whose weights may be on the meta
+    device: sizes come from the declared shapes and dtypes."""
+
+    def spec(value) -> TensorSpec:
+        dims = tuple(d if isinstance(d, int) else d.value for d in value.shape)
+        return TensorSpec(value.name, value.dtype.name, dims)
+
+    inits = list(model.graph.initializers.values())
+    return GraphSummary(
+        opset=model.opset_imports.get("", 0),
+        inputs=tuple(spec(v) for v in model.graph.inputs),
+        outputs=tuple(spec(v) for v in model.graph.outputs),
+        initializer_count=len(inits),
+        initializer_bytes=sum(int(math.prod(v.shape) * v.dtype.itemsize) for v in inits),
+        initializer_dtypes=frozenset(v.dtype.name for v in inits),
+        external_data=False,
+    )

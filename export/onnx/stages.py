@@ -38,8 +38,8 @@ from cosmos_triton.models.checkpoints import DiTArchitecture, read_dit_checkpoin
 from cosmos_triton.models.dit import CosmosDiT, load_dit
 from cosmos_triton.models.text_encoder import MAX_TOKENS
 from cosmos_triton.models.tokenizer import SIGMA_DATA, CosmosVideoTokenizer
-from export.onnx.graph_io import EXTERNAL_DATA_THRESHOLD, bf16_to_fp32, needs_external_data, save_proto
-from export.onnx.torchscript import export_scripted
+from export.onnx.graph_io import EXTERNAL_DATA_THRESHOLD, needs_external_data, save_proto
+from export.onnx.torchscript import check_runs_in_fp32, export_scripted, widen_to_fp32
 
 STAGES = ("t5", "dit_t2w", "dit_v2w", "tokenizer_encoder", "tokenizer_decoder", "video_safety")
 MAX_BATCH = 16  # graph bound only; the served stages run batch 1 (CFG branches are two calls)
@@ -276,35 +276,45 @@ class _Decoder(_Normalised):
 
 
 def tokenizer_graph(tokenizer_dir: Path, which: str) -> onnx.ModelProto:
-    """The encoder or decoder ScriptModule with the normalisation around it, scripted and exported with the
-    TorchScript exporter, then widened to fp32.
+    """The encoder or decoder ScriptModule with the normalisation around it, in fp32, scripted and exported with
+    the TorchScript exporter.
 
-    Why fp32: the released modules cast activations to bf16 inside their traced code, so the bf16 export is the
-    served arithmetic, but ONNX allows bf16 Conv only from opset 22, beyond this exporter's opsets. Widening keeps
-    every weight exact and turns those rounding points into fp32 ones (an fp32 tokenizer; errors in the tests).
+    Why fp32: the served modules compute in bf16 (their traced code casts activations to bf16), but ONNX allows
+    bf16 Conv only from opset 22, beyond this exporter's opsets. The module is widened before export
+    (`widen_to_fp32`: weights exact, its bf16 casts made fp32 casts), so the graph is the released network computed
+    in fp32; the tests measure it against both that module and the served bf16 stage.
     """
     if which not in ("encoder", "decoder"):
         raise ValueError(f"tokenizer part must be 'encoder' or 'decoder', not {which!r}")
-    tokenizer = CosmosVideoTokenizer(tokenizer_dir)  # the served stage: bf16 ScriptModules and bf16 tables
-    jit = tokenizer.encoder if which == "encoder" else tokenizer.decoder
+    tokenizer = CosmosVideoTokenizer(tokenizer_dir)  # normalisation tables exactly as the stage reads them
+    jit = load_fp32_scripted(tokenizer_dir / f"{which}.jit")
     g = torch.Generator().manual_seed(0)
     if which == "encoder":
         cls = _EncoderOfTuple if _returns_tuple(jit) else _EncoderOfTensor
-        example = (torch.rand(1, 3, 17, 48, 64, generator=g) * 2 - 1).to(torch.bfloat16)
+        example = torch.rand(1, 3, 17, 48, 64, generator=g) * 2 - 1
         names, outs = ENCODER_INPUTS, ENCODER_OUTPUTS
         axes = {"video": {0: "batch", 2: "frames", 3: "height", 4: "width"},
                 "latent": {0: "batch", 2: "latent_frames", 3: "latent_height", 4: "latent_width"}}
     else:
         cls = _Decoder
-        example = torch.randn(1, 16, 3, 6, 8, generator=g).to(torch.bfloat16)
+        example = torch.randn(1, 16, 3, 6, 8, generator=g)
         names, outs = DECODER_INPUTS, DECODER_OUTPUTS
         axes = {"latent": {0: "batch", 2: "latent_frames", 3: "latent_height", 4: "latent_width"},
                 "video": {0: "batch", 2: "frames", 3: "height", 4: "width"}}
     # scripted, not traced: tracing cannot call a loaded ScriptModule it does not own
-    scripted = torch.jit.script(cls(jit, tokenizer.latent_mean, tokenizer.latent_std).eval())
+    scripted = torch.jit.script(cls(jit, tokenizer.latent_mean.float(), tokenizer.latent_std.float()).eval())
+    check_runs_in_fp32(scripted, example, f"{tokenizer_dir / which}.jit")
     with _quiet():
-        model = export_scripted(scripted, (example,), names, outs, axes)
-    return bf16_to_fp32(model)
+        return export_scripted(scripted, (example,), names, outs, axes)
+
+
+def load_fp32_scripted(path: Path) -> torch.jit.ScriptModule:
+    """A fresh copy of a bf16 ScriptModule widened to fp32 (a fresh load: widening edits the code in place)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"TorchScript module not found: {path}")
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    widen_to_fp32(module)
+    return module
 
 
 def export_tokenizer(tokenizer_dir: Path, which: str, out: Path, threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path:

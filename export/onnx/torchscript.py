@@ -7,8 +7,12 @@ with two symbolic overrides, needed because a loaded module carries no tensor sh
   stock symbolic cannot read a kernel shape; ONNX Conv/ConvTranspose infer it from W when `kernel_shape` is absent;
 - `aten::unflatten`: the stock symbolic slices the input's shape at a runtime index, which leaves the rank
   unknown to the transposes that follow; here the shape is cut with Shape(start, end), whose length is static.
-One fix after export: where the tokenizer multiplies its bf16 filters by an integer tensor, the exporter writes
-the implicit cast with torch's ScalarType number for bfloat16 (15), which in ONNX means complex128.
+One fix after export, for bf16 modules: where the tokenizer multiplies its bf16 filters by an integer tensor, the
+exporter writes the implicit cast with torch's ScalarType number for bfloat16 (15), which ONNX reads as complex128.
+
+`widen_to_fp32` makes the fp32 version of a bf16 module at the TorchScript level (weights widened exactly, the
+bf16 casts in its traced code retargeted). Exporting that, rather than widening a bf16 ONNX graph afterwards,
+keeps Python-number constants exact: the bf16 export stores e.g. the unpatcher's 2*sqrt(2) as bf16 2.828125.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from onnx import TensorProto
 from torch.onnx import symbolic_helper
 
+TORCH_FLOAT32_SCALAR_TYPE = 6  # c10::ScalarType::Float
 SYMBOLIC_OPSET = 15  # Shape(start, end) needs opset 15; the overrides apply from there up
 TORCH_BFLOAT16_SCALAR_TYPE = 15  # c10::ScalarType::BFloat16
 
@@ -97,3 +102,42 @@ def export_scripted(module: torch.jit.ScriptModule, args: tuple[torch.Tensor, ..
     repair_bfloat16_casts(model)
     return model
 
+
+
+def _is_dtype_argument(use) -> bool:
+    schema = use.user.schema()
+    if schema == "(no schema)":
+        return False
+    args = torch._C.parse_schema(schema).arguments
+    return use.offset < len(args) and args[use.offset].name == "dtype"
+
+
+def widen_to_fp32(module: torch.jit.ScriptModule) -> int:
+    """In place: every int constant 15 (bfloat16) used only as a `dtype` argument becomes 6 (float32), in every
+    method of every submodule, and the weights become fp32. Returns how many constants were retargeted; a bf16
+    cast left in another form shows up as a dtype error when the module runs (see `check_runs_in_fp32`)."""
+    retargeted = 0
+    for sub in module.modules():
+        for name in sub._c._method_names():
+            for node in getattr(sub, name).graph.findAllNodes("prim::Constant"):
+                out = node.output()
+                if out.type().kind() != "IntType" or node.i("value") != TORCH_BFLOAT16_SCALAR_TYPE:
+                    continue
+                uses = out.uses()
+                if uses and all(_is_dtype_argument(u) for u in uses):
+                    node.i_("value", TORCH_FLOAT32_SCALAR_TYPE)
+                    retargeted += 1
+    module.float()
+    return retargeted
+
+
+def check_runs_in_fp32(module: torch.jit.ScriptModule, example: torch.Tensor, what: str) -> None:
+    try:
+        with torch.no_grad():
+            out = module(example)
+    except RuntimeError as err:
+        raise RuntimeError(f"{what}: the fp32 version of the module does not run ({err}); it casts to bf16 in a "
+                           "form widen_to_fp32 does not retarget") from err
+    out = out[0] if isinstance(out, tuple) else out
+    if out.dtype != torch.float32:
+        raise RuntimeError(f"{what}: the fp32 version of the module returns {out.dtype}")

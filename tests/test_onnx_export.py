@@ -123,9 +123,10 @@ def test_dit_t2w_fp32_graph_matches_the_network_at_every_small_resolution(source
         case = f"{t}x{h}x{w} fps {fps:g}"
         err = measure(got, _torch_dit(net32, inputs, fps, torch.float32))
         assert report("dit_t2w fp32", case + " vs fp32 torch", err).max_rel <= FP32_REL
-        # the precision choice, not the export: the served bf16 network differs from fp32 by bf16 rounding
-        err = measure(got, _torch_dit(served, inputs, fps, torch.bfloat16))
-        assert report("dit_t2w fp32", case + " vs served bf16", err).max_rel <= 3e-2
+        if (t, h, w) == SMALL_LATENTS[0]:
+            # the precision choice, not the export: the served bf16 network differs from fp32 by bf16 rounding
+            err = measure(got, _torch_dit(served, inputs, fps, torch.bfloat16))
+            assert report("dit_t2w fp32", case + " vs served bf16", err).max_rel <= 3e-2
 
 
 def test_dit_adapter_runs_the_graph_inside_the_edm_denoiser(sources, dit_t2w_fp32: Path) -> None:
@@ -256,9 +257,10 @@ def test_tokenizer_encoder_graph_matches_the_stage(sources, tokenizer, out_dir: 
     fp32 = stages.load_fp32_scripted(sources.tokenizer / "encoder.jit")
     mean, std = tokenizer.latent_mean.float(), tokenizer.latent_std.float()
     g = torch.Generator().manual_seed(0)
-    # the served clip length at one resolution; the others (and batch 2) with fewer frames, to keep the test short
-    (h0, w0), (h1, w1), (h2, w2) = SMALL_ENVELOPE.resolutions
-    cases = [(1, 121, h0, w0), (2, 9, h1, w1), (1, 17, h2, w2)]
+    # the served clip at the default resolution; then batch 2 and other sizes kept small (torch's grouped 3-D
+    # convolutions are slow on CPU)
+    h0, w0 = SMALL_ENVELOPE.resolutions[0]
+    cases = [(1, 121, h0, w0), (2, 9, 32, 48), (1, 17, 48, 32)]
     for b, frames, h, w in cases:
         video = (torch.rand(b, 3, frames, h, w, generator=g) * 2 - 1).to(torch.bfloat16)
         got = engine.run({"video": video.float()})["latent"]
@@ -267,8 +269,9 @@ def test_tokenizer_encoder_graph_matches_the_stage(sources, tokenizer, out_dir: 
         want = 0.5 * (raw - mean[:, :, : raw.shape[2]]) / std[:, :, : raw.shape[2]]
         case = f"{b}x{frames}x{h}x{w}"
         assert report("tokenizer_encoder", case + " vs fp32 module", measure(got, want)).max_rel <= FP32_REL
-        err = measure(got, tokenizer.encode(video).float())
-        assert report("tokenizer_encoder", case + " vs served bf16", err).max_rel <= TOKENIZER_SERVED_REL
+        if frames < 121:  # the served bf16 stage is slower still; its distance from fp32 does not depend on size
+            err = measure(got, tokenizer.encode(video).float())
+            assert report("tokenizer_encoder", case + " vs served bf16", err).max_rel <= TOKENIZER_SERVED_REL
 
 
 def test_tokenizer_decoder_graph_matches_the_stage(sources, tokenizer, out_dir: Path) -> None:
@@ -282,16 +285,16 @@ def test_tokenizer_decoder_graph_matches_the_stage(sources, tokenizer, out_dir: 
     fp32 = stages.load_fp32_scripted(sources.tokenizer / "decoder.jit")
     mean, std = tokenizer.latent_mean.float(), tokenizer.latent_std.float()
     g = torch.Generator().manual_seed(1)
-    (t0, h0, w0), (_, h1, w1), (_, h2, w2) = SMALL_LATENTS
-    for b, (t, h, w) in [(1, (t0, h0, w0)), (2, (2, h1, w1)), (1, (3, h2, w2))]:
+    for b, (t, h, w) in [(1, SMALL_LATENTS[0]), (2, (2, 4, 6)), (1, (3, 6, 4))]:  # small sizes: as for the encoder
         latent = 0.5 * torch.randn(b, 16, t, h, w, generator=g)
         got = engine.run({"latent": latent})["video"]
         with torch.no_grad():
             want = fp32(latent / 0.5 * std[:, :, :t] + mean[:, :, :t])
         case = f"{b}x{t}x{h}x{w}"
         assert report("tokenizer_decoder", case + " vs fp32 module", measure(got, want)).max_rel <= FP32_REL
-        err = measure(got, tokenizer.decode(latent))
-        assert report("tokenizer_decoder", case + " vs served bf16", err).max_rel <= TOKENIZER_SERVED_REL
+        if t < 16:  # as for the encoder
+            err = measure(got, tokenizer.decode(latent))
+            assert report("tokenizer_decoder", case + " vs served bf16", err).max_rel <= TOKENIZER_SERVED_REL
 
 
 def test_bfloat16_cast_repair() -> None:

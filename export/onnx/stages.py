@@ -192,7 +192,7 @@ def export_t5(t5_dir: Path, out: Path, threshold: int = EXTERNAL_DATA_THRESHOLD)
     from cosmos_triton.models.text_encoder import T5TextEncoder
 
     encoder = T5TextEncoder(t5_dir).model
-    batch, tokens = Dim("batch", min=1, max=MAX_BATCH), Dim("text_tokens", min=2, max=MAX_TOKENS)
+    batch, tokens = Dim("batch", min=1, max=MAX_BATCH), Dim("text_tokens", min=1, max=MAX_TOKENS)
     ids = torch.randint(3, encoder.config.vocab_size, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.int64)
     mask[1, 5:] = 0

@@ -66,6 +66,9 @@ def stage_profiles(stage: str, entry: Mapping[str, Any], mode: str = "per_resolu
         frames = [f for env in entry.get("envelopes", []) for f in env["num_video_frames"]]
         max_batch = max([max_batch, *frames])
     exact = exact_shapes(stage, entry)
+    if not exact:
+        raise ValueError(f"stage {stage}: no accepted sizes in its manifest entry (export it with the DiT "
+                         "checkpoints present, whose envelopes give them)")
     if mode == "per_resolution":
         return [{n: (s, s, _with_batch(s, max_batch)) for n, s in shapes.items()} for shapes in exact]
     profile: StageProfile = {}

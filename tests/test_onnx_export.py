@@ -144,14 +144,14 @@ def test_dit_adapter_runs_the_graph_inside_the_edm_denoiser(sources, dit_t2w_fp3
 
 @pytest.fixture(scope="module")
 def dit_v2w_program(sources) -> torch.onnx.ONNXProgram:
-    return stages.export_dit_program(load_dit(sources.dit_v2w), torch.bfloat16)
+    return stages.export_dit_program(load_dit(sources.dit_v2w))
 
 
 def test_dit_v2w_bf16_graph_is_the_served_network(sources, dit_v2w_program, out_dir: Path) -> None:
     """bf16 as served: interface and GEMMs in bf16. onnxruntime's CPU provider has no bf16 kernels, so the graph
     runs widened to fp32 (weights exact): it must then equal the fp32 network, up to the bf16 constants the
     exporter folded (measured 2e-4), far inside the 7e-3 that separates the bf16 network from fp32."""
-    path = stages._save_program(dit_v2w_program, out_dir / "dit_v2w.onnx")
+    path = stages.save_program(dit_v2w_program, out_dir / "dit_v2w.onnx")
     model = onnx.load(str(path))
     summary = summarize(model)
     dtypes = {s.name: (s.dtype, s.dims) for s in (*summary.inputs, *summary.outputs)}
@@ -184,8 +184,8 @@ def test_dit_v2w_bf16_graph_is_the_served_network(sources, dit_v2w_program, out_
 def test_external_data_path_loads_from_a_moved_folder(dit_v2w_program, out_dir: Path, tmp_path: Path) -> None:
     """Weights at or past the threshold go to <name>.onnx.data by relative path (threshold lowered to 0 here;
     the real one is the 2 GiB protobuf limit, which the full-size DiT passes: see the full-size test)."""
-    inline = stages._save_program(dit_v2w_program, tmp_path / "inline" / "dit.onnx")
-    external = stages._save_program(dit_v2w_program, tmp_path / "external" / "dit.onnx", threshold=0)
+    inline = stages.save_program(dit_v2w_program, tmp_path / "inline" / "dit.onnx")
+    external = stages.save_program(dit_v2w_program, tmp_path / "external" / "dit.onnx", threshold=0)
     assert not summarize(inline).external_data and not (inline.parent / "dit.onnx.data").exists()
     assert summarize(external).external_data and (external.parent / "dit.onnx.data").is_file()
     weights = summarize(inline).initializer_bytes
@@ -210,7 +210,7 @@ def test_full_size_dit_graph_on_the_meta_device() -> None:
     full = DIT_PRESETS[name]
     arch = dataclasses.replace(full, num_blocks=1)
     net = CosmosDiT(build_model(arch, None, device="meta", dtype=torch.bfloat16), arch)
-    program = stages.export_dit_program(net, torch.bfloat16, optimize=False)
+    program = stages.export_dit_program(net, optimize=False)
     summary = summarize_ir(program.model)
     video = ("batch", 16, "latent_t", "2*latent_h_patches", "2*latent_w_patches")
     want_inputs = [("x", "BFLOAT16", video), ("c_noise", "BFLOAT16", ("batch",)),

@@ -99,6 +99,8 @@ def test_profile_arguments_are_checked() -> None:
         stage_profiles("t5", {}, max_batch=0)
     with pytest.raises(ValueError, match="upsampler"):
         stage_profiles("upsampler", {})
+    with pytest.raises(ValueError, match="no accepted sizes"):
+        stage_profiles("tokenizer_decoder", {"envelopes": []})
 
 
 # --- build settings ---------------------------------------------------------------------------------------------

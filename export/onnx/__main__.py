@@ -62,7 +62,7 @@ def manifest_entry(stage: str, path: Path, sources: StageSources) -> dict:
     if stage.startswith("dit_"):
         ckpt = read_dit_checkpoint(sources.dit_t2w if stage == "dit_t2w" else sources.dit_v2w)
         entry |= {"architecture": asdict(ckpt.architecture), "envelopes": [_sizes(ckpt.envelope)]}
-    else:
+    elif stage != "t5":
         # the encoder only sees Video2World input clips; the decoder and the safety filter see both models' videos
         dits = [sources.dit_v2w] if stage == "tokenizer_encoder" else [sources.dit_t2w, sources.dit_v2w]
         entry["envelopes"] = [_sizes(read_dit_checkpoint(d).envelope) for d in dits if d.is_dir()]
@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for stage in args.stages:
         start = time.perf_counter()
-        path = stage_exporter(stage, sources, DIT_DTYPES[args.dit_dtype])(args.out / f"{stage}.onnx")
+        try:
+            path = stage_exporter(stage, sources, DIT_DTYPES[args.dit_dtype])(args.out / f"{stage}.onnx")
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise SystemExit(f"stage {stage}: {err}") from err
         manifest[stage] = manifest_entry(stage, path, sources)
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         print(f"{stage}: {path} ({time.perf_counter() - start:.1f} s)")

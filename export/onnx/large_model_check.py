@@ -20,7 +20,7 @@ import torch
 from cosmos_triton.models.checkpoints import DIT_PRESETS
 from cosmos_triton.models.dit import CosmosDiT, build_model
 from export.onnx.graph_io import PROTOBUF_LIMIT, external_data_path, summarize
-from export.onnx.stages import _save_program, export_dit_program
+from export.onnx.stages import export_dit_program, save_program
 from export.onnx.verify import OnnxRuntimeEngine, measure
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in net.parameters():  # fan-in scaled, so that activations stay finite through the blocks
             p.copy_(torch.randn_like(p) / (p.shape[-1] ** 0.5 if p.ndim > 1 else 10.0) + (p.ndim == 1))
     start = time.perf_counter()
-    path = _save_program(export_dit_program(net, torch.float32), args.out / "dit_t2w.onnx")
+    path = save_program(export_dit_program(net), args.out / "dit_t2w.onnx")
     summary = summarize(path)
     side = external_data_path(path)
     print(f"exported in {time.perf_counter() - start:.0f} s: {summary.initializer_bytes / 2**30:.2f} GiB of weights "

@@ -101,7 +101,7 @@ def _export_dynamo(module: nn.Module, args: tuple, dynamic_shapes: dict, input_n
     return onnx_program
 
 
-def _save_program(program: torch.onnx.ONNXProgram, path: Path, threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path:
+def save_program(program: torch.onnx.ONNXProgram, path: Path, threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     side = path.with_name(path.name + ".data")
     side.unlink(missing_ok=True)
@@ -159,18 +159,19 @@ def dit_dynamic_shapes(arch: DiTArchitecture) -> dict[str, dict[int, Dim] | None
     return shapes
 
 
-def export_dit_program(net: CosmosDiT, dtype: torch.dtype, optimize: bool = True) -> torch.onnx.ONNXProgram:
-    """Also works on the meta device (with optimize=False: constant folding needs values)."""
+def export_dit_program(net: CosmosDiT, optimize: bool = True) -> torch.onnx.ONNXProgram:
+    """The graph in the network's dtype. Also works on the meta device (with optimize=False: constant folding
+    needs values)."""
     arch = net.arch
     inputs, outputs = dit_io_names(arch)
-    args = dit_example(arch, dtype, net.device)
+    args = dit_example(arch, net.dtype, net.device)
     return _export_dynamo(DiTGraph(net), args, dit_dynamic_shapes(arch), inputs, outputs, optimize)
 
 
 def export_dit(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16,
                threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path:
     net = load_dit(read_dit_checkpoint(checkpoint), dtype=dtype)
-    return _save_program(export_dit_program(net, dtype), out, threshold)
+    return save_program(export_dit_program(net), out, threshold)
 
 
 # --- T5 ---------------------------------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def export_t5(t5_dir: Path, out: Path, threshold: int = EXTERNAL_DATA_THRESHOLD)
     mask[1, 5:] = 0
     shapes = {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
     program = _export_dynamo(T5Graph(encoder), (ids, mask), shapes, T5_INPUTS, T5_OUTPUTS)
-    return _save_program(program, out, threshold)
+    return save_program(program, out, threshold)
 
 
 # --- Video safety -----------------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def export_video_safety_module(graph: VideoSafetyGraph, out: Path, threshold: in
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     shapes = {"pixel_values": {0: Dim("frames", min=1, max=MAX_FRAMES)}}
     program = _export_dynamo(graph, (pixels,), shapes, SAFETY_INPUTS, SAFETY_OUTPUTS)
-    return _save_program(program, out, threshold)
+    return save_program(program, out, threshold)
 
 
 def export_video_safety(safety_dir: Path, out: Path, threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path:

@@ -7,8 +7,9 @@ with two symbolic overrides, needed because a loaded module carries no tensor sh
   stock symbolic cannot read a kernel shape; ONNX Conv/ConvTranspose infer it from W when `kernel_shape` is absent;
 - `aten::unflatten`: the stock symbolic slices the input's shape at a runtime index, which leaves the rank
   unknown to the transposes that follow; here the shape is cut with Shape(start, end), whose length is static.
-One fix after export, for bf16 modules: where the tokenizer multiplies its bf16 filters by an integer tensor, the
-exporter writes the implicit cast with torch's ScalarType number for bfloat16 (15), which ONNX reads as complex128.
+One fix after export, which matters when a module is exported in bf16: where the tokenizer multiplies its bf16
+filters by an integer tensor, the exporter writes the implicit cast with torch's ScalarType number for bfloat16
+(15), which ONNX reads as complex128.
 
 `widen_to_fp32` makes the fp32 version of a bf16 module at the TorchScript level (weights widened exactly, the
 bf16 casts in its traced code retargeted). Exporting that, rather than widening a bf16 ONNX graph afterwards,
@@ -26,8 +27,8 @@ import torch
 from onnx import TensorProto
 from torch.onnx import symbolic_helper
 
-TORCH_FLOAT32_SCALAR_TYPE = 6  # c10::ScalarType::Float
 SYMBOLIC_OPSET = 15  # Shape(start, end) needs opset 15; the overrides apply from there up
+TORCH_FLOAT32_SCALAR_TYPE = 6  # c10::ScalarType::Float
 TORCH_BFLOAT16_SCALAR_TYPE = 15  # c10::ScalarType::BFloat16
 
 
@@ -101,7 +102,6 @@ def export_scripted(module: torch.jit.ScriptModule, args: tuple[torch.Tensor, ..
     model = onnx.load_from_string(buffer.getvalue())
     repair_bfloat16_casts(model)
     return model
-
 
 
 def _is_dtype_argument(use) -> bool:

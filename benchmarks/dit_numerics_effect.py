@@ -96,7 +96,7 @@ def sample_effect(steps: int, fps: float) -> list[tuple[str, ...]]:
     from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
     from cosmos_triton.pipeline import encode_prompts, seeded_normal, uncond_context
     from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT
-    from cosmos_triton.settings import ServeSettings
+    from cosmos_triton.deployment import ServeSettings
     from export.make_small_checkpoints import make_small_checkpoints
     from export.small_dit import SMALL_DIT_DIR
 

@@ -157,7 +157,7 @@ def test_administrative_grpc_apis_need_the_admin_key(server):
         with pytest.raises(InferenceServerException):
             call()
     assert client.is_model_ready("text_guardrail")
-    # with the key the launcher holds, the same API answers (the operator's path)
+    # with the key the launcher holds, the same API answers (the operator's path; Triton prefixes gRPC headers)
     index = grpcclient.InferenceServerClient(server.grpc_url).get_model_repository_index(
-        headers={"cosmos-admin-key": server.admin_key})
+        headers={"triton-grpc-protocol-cosmos-admin-key": server.admin_key})
     assert any(m.name == "text2world" for m in index.models)

@@ -89,18 +89,44 @@ def test_denoise_is_c_skip_x_plus_c_out_f_in_bf16():
     assert out.dtype == BF16 and torch.equal(out, c_skip * xb + c_out * torch.tensor(0.75, dtype=BF16))
 
 
-def test_text2world_without_negative_prompt_has_an_all_zero_uncond_context():
-    from cosmos_triton.pipeline import uncond_context
+def _dit_contexts(model_type, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (cond, uncond) contexts the flow hands the DiT step, with T5 answering 0.25 for the prompt and -3 for
+    anything else."""
+    import numpy as np
 
-    cond = context(0.25)
-    uncond = uncond_context("Text2World", cond, torch.zeros_like(cond), False)  # as encode_prompts passes it
+    from cosmos_triton.pipeline.flow import generate
+
+    seen: dict[str, torch.Tensor] = {}
+
+    def call(model: str, **inputs):
+        if model == "t5_encoder":
+            return {"embedding": context(0.25 if inputs["prompt"] == "the prompt" else -3.0)}
+        if model == model_type.dit_model:
+            seen.update(cond=inputs["cond"], uncond=inputs["uncond"])
+            return {"x0": inputs["x"]}
+        return {"prompt": "the prompt", "condition_latent": torch.zeros(1, 16, 16, 12, 20),
+                "video": np.zeros((1, 8, 8, 3), np.uint8), "mp4": b""}
+
+    req = {"prompt": "the prompt", "negative_prompt": negative_prompt, "seed": 1, "num_steps": 1, "guidance": 7.0,
+           "height": 96, "width": 160, "num_video_frames": 121, "fps": 24, "disable_prompt_upsampler": True,
+           "word_limit_to_skip_upsampler": 250, "num_input_frames": 1, "last_frame": None,
+           "condition_frames": None}
+    generate(model_type, call, req)
+    return seen["cond"], seen["uncond"]
+
+
+def test_text2world_without_negative_prompt_has_an_all_zero_uncond_context():
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD
+
+    cond, uncond = _dit_contexts(TEXT2WORLD, "")
+    assert torch.equal(cond, context(0.25))
     assert uncond.shape == cond.shape and uncond.dtype == BF16 and not uncond.any()
 
 
 def test_uncond_context_is_the_negative_prompt_when_given_and_video2world_reuses_the_prompt():
-    from cosmos_triton.pipeline import uncond_context
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD, VIDEO2WORLD
 
-    cond, negative = context(0.25), context(-3.0)
-    assert torch.equal(uncond_context("Text2World", cond, negative, True), negative)
-    assert torch.equal(uncond_context("Video2World", cond, negative, True), negative)
-    assert torch.equal(uncond_context("Video2World", cond, torch.zeros_like(cond), False), cond)
+    for model_type in (TEXT2WORLD, VIDEO2WORLD):
+        assert torch.equal(_dit_contexts(model_type, "ugly")[1], context(-3.0))
+    cond, uncond = _dit_contexts(VIDEO2WORLD, "")
+    assert torch.equal(uncond, cond) and torch.equal(cond, context(0.25))

@@ -33,6 +33,9 @@ from export.onnx.torchscript import repair_bfloat16_casts
 from export.onnx.verify import Error, OnnxRuntimeEngine, measure
 
 FP32_REL = 1e-5  # fp32 graph vs the same network in fp32 torch: float rounding only
+# A bf16 graph widened to fp32 keeps the bf16 RoPE constants (the original's bf16 frequency ranges, as
+# models/dit.py computes them); the fp32 network computes those in fp32, which moves the output by ~1e-4.
+WIDENED_BF16_REL = 2e-4
 SMALL_LATENTS = [latent_shape(121, h, w)[1:] for h, w in SMALL_ENVELOPE.resolutions]  # (16, 12, 20), ...
 
 
@@ -179,7 +182,7 @@ def test_dit_v2w_bf16_graph_is_the_served_network(sources, dit_v2w_program, out_
     bf16_inputs = {k: v.to(torch.bfloat16).float() for k, v in inputs.items()}  # what a bf16 graph receives
     got = engine.run({**bf16_inputs, "fps": torch.tensor(24.0)})["output"]
     err = measure(got, _torch_dit(net32, bf16_inputs, 24.0, torch.float32))
-    assert report("dit_v2w bf16 (widened)", "vs fp32 torch", err).max_rel <= FP32_REL
+    assert report("dit_v2w bf16 (widened)", "vs fp32 torch", err).max_rel <= WIDENED_BF16_REL
     err = measure(got, _torch_dit(served, bf16_inputs, 24.0, torch.bfloat16))
     assert report("dit_v2w bf16 (widened)", "vs served bf16", err).max_rel <= 3e-2
 
@@ -227,11 +230,16 @@ def test_full_size_dit_graph_on_the_meta_device() -> None:
         return {diffusers_key(k): math.prod(s) for k, s in original_key_shapes(a).items() if diffusers_key(k)}
 
     inits = {n.removeprefix("net.model."): v for n, v in program.model.graph.initializers.items()}
+    # the RoPE's own buffers (not checkpoint keys): positions and the frequency ranges, in the model dtype
+    rope = {n: inits.pop(n) for n in list(inits) if n.startswith("rope.")}
+    assert {n: math.prod(v.shape) for n, v in rope.items()} == {
+        "rope.seq": max(m // p for m, p in zip(full.max_size, full.patch_size, strict=True)),
+        "rope.dim_spatial_range": 21, "rope.dim_temporal_range": 22}
     assert {n: math.prod(v.shape) for n, v in inits.items()} == weights(arch)
     assert {v.dtype.name for v in inits.values()} == {"BFLOAT16"}
     block = sum(2 * math.prod(v.shape) for n, v in inits.items() if n.startswith("transformer_blocks.0."))
     full_bytes = summary.initializer_bytes + (full.num_blocks - 1) * block
-    assert full_bytes == 2 * sum(weights(full).values())
+    assert full_bytes == 2 * sum(weights(full).values()) + 2 * sum(math.prod(v.shape) for v in rope.values())
     print(f"\n{name}: {summary.initializer_count} weights with 1 block; {full_bytes / 1e9:.2f} GB in bf16 with "
           f"{full.num_blocks} -> external data: {needs_external_data(full_bytes)}")
     assert needs_external_data(full_bytes) and not needs_external_data(summary.initializer_bytes // 1000)

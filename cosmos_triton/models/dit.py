@@ -211,7 +211,7 @@ class OriginalRotaryPosEmbed(CosmosRotaryPosEmbed):
         self.register_buffer("dim_temporal_range", temporal.to(dtype), persistent=False)
         self._tables: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    def angles(self, t: int, h: int, w: int, fps: float | None) -> torch.Tensor:
+    def angles(self, t: int, h: int, w: int, fps: float | torch.Tensor | None) -> torch.Tensor:
         """The fp32 angle table [t*h*w, head_dim] of tokens in (t, h, w) order, layout [t | h | w] * 2."""
         # The original's ops on the same operand dtypes, so torch's bf16 rounding (of theta itself, too: the python
         # float base becomes bf16, 10000 -> 9984) is the original's. dim_h == dim_w: one spatial range for both.
@@ -220,7 +220,8 @@ class OriginalRotaryPosEmbed(CosmosRotaryPosEmbed):
         t_freqs = 1.0 / ((10000.0 * self.t_ntk_factor) ** self.dim_temporal_range)
         t_pos = self.seq[:t]
         if fps is not None:
-            t_pos = t_pos / torch.tensor([fps], dtype=self.seq.dtype, device=self.seq.device) * self.base_fps
+            fps = torch.as_tensor(fps, device=self.seq.device).to(self.seq.dtype).reshape(1)
+            t_pos = t_pos / fps * self.base_fps
         axes = (
             torch.outer(t_pos, t_freqs)[:, None, None, :].expand(t, h, w, -1),
             torch.outer(self.seq[:h], h_freqs)[None, :, None, :].expand(t, h, w, -1),
@@ -231,6 +232,9 @@ class OriginalRotaryPosEmbed(CosmosRotaryPosEmbed):
     def forward(self, hidden_states: torch.Tensor, fps: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _, _, t, h, w = hidden_states.shape
         pt, ph, pw = self.patch_size
+        if torch.compiler.is_exporting():  # a traced graph takes fps and the sizes as inputs: no Python-keyed cache
+            angles = self.angles(t // pt, h // ph, w // pw, fps)
+            return torch.cos(angles), torch.sin(angles)
         fps = None if fps is None else float(fps)
         key = (t // pt, h // ph, w // pw, fps, self.seq.device, self.seq.dtype)
         table = self._tables.get(key)

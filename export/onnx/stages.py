@@ -343,7 +343,7 @@ class StageSources:
     video_safety: Path
 
     @classmethod
-    def from_settings(cls, settings) -> StageSources:  # settings: cosmos_triton.settings.ServeSettings
+    def from_settings(cls, settings) -> StageSources:  # settings: cosmos_triton.deployment.ServeSettings
         return cls(t5=settings.t5_path, dit_t2w=settings.dit_path, dit_v2w=settings.v2w_dit_path,
                    tokenizer=settings.tokenizer_path, video_safety=settings.guardrail_path / VIDEO_SAFETY_DIR)
 

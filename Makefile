@@ -41,5 +41,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# perf_analyzer against a running `make serve`: MODEL=video2world CONCURRENCY=2 make perf
+perf: setup
+	bash benchmarks/perf_analyzer.sh $(or $(MODEL),text2world) localhost:8001 $(or $(CONCURRENCY),1)
+
 repository: setup
 	$(PY) -m cosmos_triton.server.repository

@@ -28,8 +28,8 @@ from diffusers.models.transformers.transformer_cosmos import CosmosRotaryPosEmbe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package, not an installed one
 
-from cosmos_triton.models.checkpoints import DIT_PRESETS  # noqa: E402
-from cosmos_triton.models.dit import (  # noqa: E402
+from cosmos_triton.models.checkpoints import DIT_PRESETS
+from cosmos_triton.models.dit import (
     CosmosDiT,
     OriginalRMSNorm,
     OriginalRotaryPosEmbed,
@@ -88,6 +88,7 @@ def forward_effect(blocks: int, latent: tuple[int, int, int], fps: float) -> lis
 
 
 def sample_effect(steps: int, fps: float) -> list[tuple[str, ...]]:
+    from cosmos_triton.deployment import ServeSettings
     from cosmos_triton.diffusion.guidance import guided_x0
     from cosmos_triton.diffusion.sampler import SIGMA_MAX, sample
     from cosmos_triton.models.checkpoints import latent_shape
@@ -96,7 +97,6 @@ def sample_effect(steps: int, fps: float) -> list[tuple[str, ...]]:
     from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
     from cosmos_triton.pipeline import encode_prompts, seeded_normal, uncond_context
     from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT
-    from cosmos_triton.deployment import ServeSettings
     from export.make_small_checkpoints import make_small_checkpoints
     from export.small_dit import SMALL_DIT_DIR
 

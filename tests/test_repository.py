@@ -15,16 +15,16 @@ from cosmos_triton.deployment import ServeSettings, ServingOptions
 from cosmos_triton.pipeline.catalog import ENTRY_STAGES, served_model_types, stage_models
 from cosmos_triton.pipeline.flow import generate
 from cosmos_triton.pipeline.model_types import MODEL_TYPES, TEXT2WORLD, VIDEO2WORLD
-from cosmos_triton.server.repository import HEADER, REPOSITORY_DIR, render_configs
+from cosmos_triton.server.repository import HEADER, REPOSITORY_DIR, render_configs, render_models
 
 
-def test_committed_configs_are_generated():
-    configs = render_configs(ServeSettings(), tuple(MODEL_TYPES.values()))
-    for name, text in configs.items():
-        assert (REPOSITORY_DIR / name / "config.pbtxt").read_text() == text, (
+def test_committed_repository_is_generated():
+    models = render_models(ServeSettings(), tuple(MODEL_TYPES.values()))
+    for name, (config, code) in models.items():
+        assert (REPOSITORY_DIR / name / "config.pbtxt").read_text() == config, (
             f"{name}/config.pbtxt is stale: run `make repository`")
-        assert (REPOSITORY_DIR / name / "1" / "model.py").is_file()
-    assert {p.parent.name for p in REPOSITORY_DIR.glob("*/config.pbtxt")} == set(configs)
+        assert (REPOSITORY_DIR / name / "1" / "model.py").read_text() == code
+    assert {p.parent.name for p in REPOSITORY_DIR.glob("*/config.pbtxt")} == set(models)
 
 
 def _parse(text: str) -> mc.ModelConfig:

@@ -63,7 +63,9 @@ class Supervisor:
     restoring: set[str] = field(default_factory=set)
     failed: dict[str, int] = field(default_factory=dict)
     restored: list[str] = field(default_factory=list)  # models reloaded so far, for logs and tests
-    _known: dict[str, str] = field(default_factory=dict)  # instance -> model, every instance seen alive    _stop: threading.Event = field(default_factory=threading.Event)
+    _known: dict[str, str] = field(default_factory=dict)  # instance -> model, every instance seen alive
+    _unloaded: set[str] = field(default_factory=set)  # entry points unloaded on purpose by the drain
+    _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     # -- health -------------------------------------------------------------------------------------------------
@@ -83,8 +85,6 @@ class Supervisor:
                 self._known[instance] = model
         return {model for instance, model in self._known.items()
                 if not current.get(instance, (model, False))[1] and model not in self._unloaded}
-
-    _unloaded: set[str] = field(default_factory=set)  # entry points unloaded on purpose by the drain
 
     # -- the watch loop ------------------------------------------------------------------------------------------
 

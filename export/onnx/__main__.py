@@ -17,9 +17,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from cosmos_triton.deployment import ServeSettings
 from cosmos_triton.models.checkpoints import read_dit_checkpoint
 from cosmos_triton.request.envelope import Envelope
-from cosmos_triton.deployment import ServeSettings
 from export.onnx.graph_io import summarize
 from export.onnx.stages import DIT_DTYPES, STAGES, StageSources, stage_exporter
 

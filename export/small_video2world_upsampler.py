@@ -1,4 +1,5 @@
-"""Write a tiny Pixtral prompt upsampler in the layout `convert_pixtral_ckpt.py` produces (formats doc §2.1-2.3).
+"""Write a tiny Pixtral prompt upsampler in the layout `convert_pixtral_ckpt.py` produces.
+See docs/FORMATS.md, Video2World upsampler.
 
 Files, as the real `Pixtral-12B/` folder plus the tokenizer the loader reads from it:
     model.pt        {"model": {model.*, mm_projector.*, vision_encoder.*}, "mm_projector": {...},

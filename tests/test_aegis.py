@@ -1,4 +1,4 @@
-"""Aegis prompt guardrail (§7.2; formats doc §5) and the small LlamaGuard + LoRA writer."""
+"""Aegis prompt guardrail (docs/FORMATS.md, Aegis) and the small LlamaGuard + LoRA writer."""
 
 from __future__ import annotations
 

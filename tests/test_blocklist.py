@@ -1,4 +1,4 @@
-"""The text blocklist (reference §7.1) against the small blocklist folder: one case (or more) per rule."""
+"""The text blocklist (docs/FORMATS.md, Blocklist) against the small blocklist folder: one case (or more) per rule."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def test_reference_shapes_for_7b_and_14b():
     assert s14v["net.blocks.block35.blocks.0.adaLN_modulation.2.weight"] == (15360, 256)
     assert "net.blocks.block36.blocks.0.block.attn.to_q.0.weight" not in s14v
     params = sum(int(np.prod(s)) for k, s in s7.items() if k.startswith("net.blocks.block0."))
-    assert params == pytest.approx(255.8e6, rel=1e-3)  # reference §1.1: ~255.8M per 7B block
+    assert params == pytest.approx(255.8e6, rel=1e-3)  # docs/MATH.md, Architecture presets: ~255.8M per 7B block
 
 
 def test_renamed_missing_and_misshaped_keys_fail_loudly():
@@ -114,7 +114,7 @@ def test_small_checkpoint_loads_through_the_real_loader(tmp_path):
     assert not torch.equal(out12, out24)
 
 
-# --- bf16 numerics of the original: RoPE angles (§1.4a) and TransformerEngine's RMSNorm ---------------------------
+# --- bf16 numerics of the original (docs/MATH.md, DiT numerics): RoPE angles and TransformerEngine's RMSNorm -------
 
 BF16 = torch.bfloat16
 T2W_7B, T2W_14B = DIT_PRESETS["Cosmos-1.0-Diffusion-7B-Text2World"], DIT_PRESETS["Cosmos-1.0-Diffusion-14B-Text2World"]

@@ -26,7 +26,7 @@ def exact_final_x0(x_T: torch.Tensor, sigma_max: float, sigma_min: float) -> tor
 def test_karras_sigmas_match_reference_values():
     sigmas = karras_sigmas(35)
     assert sigmas.dtype == torch.float64 and len(sigmas) == 36
-    # Reference §4.2: 80, 68.33, 58.14, 49.29, 41.62, 34.99, ..., 0.0216, 0.0128, 0.0073, 0.0039, 0.002
+    # docs/MATH.md, Sigma schedule: 80, 68.33, 58.14, 49.29, 41.62, 34.99, ..., 0.0216, 0.0128, 0.0073, 0.0039, 0.002
     np.testing.assert_allclose(sigmas[:6].numpy(), [80, 68.33, 58.14, 49.29, 41.62, 34.99], atol=5e-3)
     np.testing.assert_allclose(sigmas[-5:].numpy(), [0.0216, 0.0128, 0.0073, 0.0039, 0.002], atol=5e-5)
     assert sigmas[0].item() == 80.0 and math.isclose(sigmas[-1].item(), 0.002, rel_tol=1e-12)

@@ -1,4 +1,5 @@
-"""Tokenizer wrapper (§3.2 normalisation, chunking), §4.8 uint8 conversion, and the small tokenizer writer."""
+"""Tokenizer wrapper (normalisation, chunking), the uint8 conversion and the small tokenizer writer.
+See docs/MATH.md, Tokenizer and Final decode."""
 
 from __future__ import annotations
 

@@ -177,7 +177,8 @@ def test_wrong_shape_and_duplicate_prefix_fail() -> None:
 
 
 def test_nemo_preset_key_count() -> None:
-    assert len(original_key_shapes(MISTRAL_NEMO_12B)) == 363  # 9 per layer x 40 + 3 (formats doc §1.3)
+    # 9 per layer x 40 + 3 (docs/FORMATS.md, Text2World upsampler)
+    assert len(original_key_shapes(MISTRAL_NEMO_12B)) == 363
     assert original_key_shapes(MISTRAL_NEMO_12B)["layers.0.attention.wq.weight"] == (4096, 5120)
 
 

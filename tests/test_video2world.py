@@ -1,4 +1,4 @@
-"""Video2World conditioning, in process, against what reference §4.7 makes exact."""
+"""Video2World conditioning, in process, against what docs/MATH.md, Video2World conditioning, makes exact."""
 
 from __future__ import annotations
 

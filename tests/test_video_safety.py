@@ -1,4 +1,4 @@
-"""Video content safety filter (§7.3; formats doc §3.3) and the small SigLIP + classifier writer."""
+"""Video content safety filter (docs/FORMATS.md, Video content safety) and the small SigLIP + classifier writer."""
 
 from __future__ import annotations
 

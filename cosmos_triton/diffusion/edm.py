@@ -1,5 +1,5 @@
 """EDM preconditioning as Cosmos-1.0 computes it: D(x, sigma) = c_skip x + c_out F(c_in x, c_noise), every
-coefficient in the network dtype (bf16), sigma_data 0.5. See docs/MATH.md "EDM preconditioning"."""
+coefficient in the network dtype (bf16), sigma_data 0.5. See docs/MATH.md, EDM preconditioning."""
 
 from __future__ import annotations
 

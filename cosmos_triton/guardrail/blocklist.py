@@ -1,4 +1,4 @@
-"""The Cosmos-1.0 text blocklist (reference §7.1): better_profanity on the prompt and on its lemmas, then an
+"""The Cosmos-1.0 text blocklist (docs/FORMATS.md, Blocklist): better_profanity on the prompt and on its lemmas, then an
 exact-match list with near-miss matching. Checks, order and messages follow the original `blocklist.py`.
 
 Heavy imports (nltk, better_profanity) happen in `Blocklist.__init__`, so importing this module is cheap; the

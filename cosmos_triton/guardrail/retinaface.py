@@ -1,8 +1,8 @@
 """RetinaFace with a ResNet-50 body (biubug6/NVlabs Pytorch_Retinaface, `cfg_re50`), without torchvision.
 
-Module tree and parameter names are those of the original (formats doc §4.2), so `Resnet50_Final.pth` loads strictly
-once its `module.` prefix is stripped. Widths, block counts and anchors are read from the checkpoint's shapes: the
-real file gives the real network, a narrow test checkpoint with the same key names gives a narrow one.
+Module tree and parameter names are those of the original (docs/FORMATS.md, RetinaFace), so `Resnet50_Final.pth`
+loads strictly once its `module.` prefix is stripped. Widths, block counts and anchors are read from the checkpoint's
+shapes: the real file gives the real network, a narrow test checkpoint with the same key names gives a narrow one.
 
 Also here: `prior_boxes` (PriorBox), `decode` (decode_batch) and `py_cpu_nms`, written to do the same fp32/fp64
 arithmetic in the same order as the original so results match bit for bit.

@@ -1,5 +1,5 @@
-"""The two guardrail runners of the original (reference §7.0): text = [Blocklist, Aegis], first failure wins;
-video = content-safety check on every frame, then face pixelation only if the video passed."""
+"""The two guardrail runners of the original: text = [Blocklist, Aegis], first failure wins; video = content-safety
+check on every frame, then face pixelation only if the video passed. See docs/FORMATS.md, Guardrail runners."""
 
 from __future__ import annotations
 

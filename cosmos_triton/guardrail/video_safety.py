@@ -1,4 +1,5 @@
-"""Video content safety filter (reference §7.3, formats doc §3.3): SigLIP image embeddings -> a small MLP classifier.
+"""Video content safety filter: SigLIP image embeddings -> a small MLP classifier.
+See docs/FORMATS.md, Video content safety.
 
 Every frame of the generated video is classified (the in-pipeline frames path of the original; the 2 fps sampling
 applies only to its file CLI). The first frame whose class is not 0 ("Safe") blocks the video and the check stops.

@@ -1,4 +1,4 @@
-"""Frames <-> mp4 bytes, reproducing the original Cosmos `save_video` (reference §8).
+"""Frames <-> mp4 bytes, reproducing the original Cosmos `save_video` (docs/MATH.md, Video save).
 
 The original calls::
 

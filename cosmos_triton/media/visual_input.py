@@ -1,4 +1,5 @@
-"""Video2World conditioning input: bytes -> RGB frames -> the 121-frame condition clip (reference §4.7).
+"""Video2World conditioning input: bytes -> RGB frames -> the 121-frame condition clip.
+See docs/MATH.md, Video2World conditioning.
 
 Mirrors the original `read_video_or_image_into_frames_BCTHW` + `create_condition_latent_from_input_frames`
 (cosmos1/models/diffusion/inference/inference_utils.py), except that the server receives bytes, not a path:

@@ -1,9 +1,10 @@
-"""The Cosmos-1.0 DiT: original checkpoint keys (reference §2.2) mapped into diffusers' CosmosTransformer3DModel.
+"""The Cosmos-1.0 DiT: original checkpoint keys mapped into diffusers' CosmosTransformer3DModel
+(docs/MATH.md, DiT and Checkpoint keys).
 
 diffusers provides the network; where its bf16 numerics differ from NVIDIA's original (NVIDIA/Cosmos
 `cosmos1/models/diffusion/`), `_follow_original` swaps in the original arithmetic after construction, with the
-state-dict keys unchanged (docs/dit_numerics.md):
-- QK RMSNorm eps is 1e-6 in the original, 1e-5 in diffusers (§2.3);
+state-dict keys unchanged (docs/MATH.md, DiT numerics):
+- QK RMSNorm eps is 1e-6 in the original, 1e-5 in diffusers;
 - every RMSNorm (Q/K norms of both attentions, the time-embedding `affline_norm`) rounds once, as
   TransformerEngine's kernel does: weight * normalised in fp32, then to bf16; diffusers' `RMSNorm` rounds the
   normalised value to bf16 before the weight product;
@@ -12,9 +13,10 @@ state-dict keys unchanged (docs/dit_numerics.md):
   model's `.to(bfloat16)` (`model/model_t2w.py`) casts, and fps arrives as a bf16 tensor; only the final angle
   table is fp32. diffusers' `CosmosRotaryPosEmbed` computes the same formula in fp32 (up to 0.15 rad apart
   for 7B, 0.29 rad for 14B at 704x1280). The table depends only on (T, H, W, fps), so it is cached;
-- the learnable position embedding runs in bf16 with a bf16-rounded norm in the original (§1.4b), where
+- the learnable position embedding runs in bf16 with a bf16-rounded norm in the original, where
   diffusers keeps it in fp32;
-- the zero padding-mask channel is concatenated here: diffusers would resize it with torchvision (DESIGN.md).
+- the zero padding-mask channel is concatenated here: diffusers would resize it with torchvision
+  (docs/MATH.md, Network inputs).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ ROPE_TABLES_KEPT = 4  # (T, H, W, fps) shapes whose cos/sin tables stay cached: 
 WRAPPER_KEYS = ("model", "module", "state_dict")
 DROPPED_KEYS = ("logvar.0.freqs", "logvar.0.phases", "logvar.1.weight", "pos_embedder.seq")
 
-# Reference §2.3, applied in this order after stripping "net.".
+# docs/MATH.md, Checkpoint keys: applied in this order after stripping "net.".
 _RENAMES: tuple[tuple[str, str], ...] = (
     ("t_embedder.1", "time_embed.t_embedder"),
     ("affline_norm", "time_embed.norm"),
@@ -73,7 +75,8 @@ class CheckpointKeyError(KeyError):
 
 
 def original_key_shapes(arch: DiTArchitecture) -> dict[str, tuple[int, ...]]:
-    """Every key of an original model.pt with its shape (reference §2.2), derived from the architecture."""
+    """Every key of an original model.pt with its shape, derived from the architecture.
+    See docs/MATH.md, Checkpoint keys."""
     d, lora, hd = arch.model_channels, arch.adaln_lora_dim, arch.head_dim
     ctx, hidden = arch.crossattn_emb_channels, int(d * arch.mlp_ratio)
     pt, ph, pw = arch.patch_size
@@ -121,7 +124,7 @@ def unwrap_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
     for key in WRAPPER_KEYS:
         if key in obj and isinstance(obj[key], Mapping):
             return unwrap_state_dict(obj[key])
-    return {k: v for k, v in obj.items() if not k.endswith("_extra_state")}  # TE FP8 metadata, skipped by [C]
+    return {k: v for k, v in obj.items() if not k.endswith("_extra_state")}  # TE FP8 metadata, skipped by the original
 
 
 def diffusers_key(original: str) -> str | None:
@@ -162,8 +165,8 @@ def diffusers_config(arch: DiTArchitecture) -> dict:
 
 
 class OriginalLearnablePosEmbed(CosmosLearnablePositionalEmbed):
-    """§1.4b as NVIDIA computes it: the axis tables summed in the model dtype, the norm accumulated in fp32,
-    rounded to the model dtype, then divided (diffusers divides in fp32)."""
+    """The learnable position embedding as NVIDIA computes it: the axis tables summed in the model dtype, the norm
+    accumulated in fp32, rounded to the model dtype, then divided (diffusers divides in fp32)."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         b, _, t, h, w = hidden_states.shape
@@ -300,7 +303,8 @@ def build_model(arch: DiTArchitecture, state_dict: Mapping[str, torch.Tensor] | 
 
 
 class CosmosDiT(torch.nn.Module):
-    """net(x, c_noise, T5 context, fps) of reference §1.2, with the zero padding-mask channel appended last."""
+    """net(x, c_noise, T5 context, fps) with the zero padding-mask channel appended last.
+    See docs/MATH.md, Network inputs."""
 
     def __init__(self, model: CosmosTransformer3DModel, arch: DiTArchitecture):
         super().__init__()
@@ -319,7 +323,7 @@ class CosmosDiT(torch.nn.Module):
                 condition_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, _, t, h, w = x.shape
         channels = [x] if condition_mask is None else [x, condition_mask.to(x.dtype)]
-        channels.append(x.new_zeros(b, 1, t, h, w))  # padding mask: all zeros at inference (§1.2)
+        channels.append(x.new_zeros(b, 1, t, h, w))  # padding mask: all zeros at inference
         out = self.model(torch.cat(channels, dim=1), timestep=c_noise, encoder_hidden_states=context,
                          fps=fps, return_dict=False)
         return out[0]

@@ -14,7 +14,7 @@ import numpy as np
 from cosmos_triton.errors import RequestError
 from cosmos_triton.request.limits import LIMITS
 
-# Reference §4.5: the original CLI's default negative prompt, verbatim.
+# The original CLI's default negative prompt, verbatim (docs/MATH.md, Negative prompt).
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
     "over-saturation, shaky footage, low resolution, grainy texture, pixelated images, poorly lit areas, "
@@ -91,7 +91,8 @@ SMALL_ENVELOPE = Envelope(
 )
 
 # Video2World: the original derives the input resize and the output size from the model's state shape, so it
-# generates 704x1280 whatever --height/--width say (§4.7 "Gotcha"); conditioning on the last 1 or 9 frames.
+# generates 704x1280 whatever --height/--width say (docs/MATH.md, Video2World conditioning); conditioning on the
+# last 1 or 9 frames.
 ORIGINAL_V2W_ENVELOPE = Envelope(
     resolutions=((704, 1280),),
     num_video_frames=(121,),
@@ -124,7 +125,8 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
     if not isinstance(disable, (bool, np.bool_)):
         raise RequestError("disable_prompt_upsampler", f"{disable!r} is not accepted; accepted: true or false")
     prompt = values.get("prompt") or ""
-    # Video2World with the upsampler on writes the prompt from the image and ignores the user's (§6.2)
+    # Video2World with the upsampler on writes the prompt from the image and ignores the user's
+    # (docs/FORMATS.md, Video2World upsampler)
     prompt_required = not envelope.num_input_frames or bool(disable)
     if not isinstance(prompt, str) or (prompt_required and not prompt.strip()):
         raise RequestError("prompt", "must be a non-empty UTF-8 string")

@@ -5,7 +5,7 @@ frame replacement, T5 tokenisation, SigLIP's PIL preprocessing and the tokenizer
 the host code that calls the graph. Names and dims are listed in export/README.md.
 
 - t5: (input_ids, attention_mask) -> hidden_states, fp32 as served; padded positions set to exactly 0 in the graph.
-- dit_t2w / dit_v2w: output = F(x, c_noise, context, fps[, condition_mask]), the network of reference §1.2 as
+- dit_t2w / dit_v2w: output = F(x, c_noise, context, fps[, condition_mask]), the network of docs/MATH.md, DiT, as
   `CosmosDiT` computes it (zero padding-mask channel appended inside). bf16 by default: the served precision and
   the checkpoint's, so a strongly typed TensorRT build keeps the served rounding; fp32 on request for runtimes
   without bf16 kernels (onnxruntime's CPU provider has none). fps is a 0-d fp32 tensor, so it promotes like the

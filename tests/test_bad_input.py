@@ -46,7 +46,8 @@ def assert_clear_error(server, err: InferenceServerException, field: str) -> Non
     message = err.message() or ""
     assert err.status() == "StatusCode.INVALID_ARGUMENT", (err.status(), message)
     assert f"'{field}'" in message or field in message, message
-    assert len(message) < 400 and "/tmp" not in message and "/work" not in message, message
+    # ours are short; Triton's own shape and datatype refusals run to ~450 characters (they name the input too)
+    assert len(message) < 600 and "/tmp" not in message and "/work" not in message, message
     assert "Traceback" not in message and "ffmpeg version" not in message and "configuration:" not in message
     assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("text2world")
 

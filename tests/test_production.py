@@ -230,9 +230,10 @@ def test_sigterm_drains_running_generations_then_exits_cleanly(launcher):
     stream = Stream(launcher.grpc_url, num_steps=25)
     stream.next()  # running
     launcher.process.send_signal(signal.SIGTERM)
-    assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)
+    assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)  # load balancers stop sending first
     client = grpcclient.InferenceServerClient(launcher.grpc_url)
-    with pytest.raises(InferenceServerException):  # new work is refused while draining
+    assert _wait_for(lambda: not client.is_model_ready("text2world"), timeout=30)
+    with pytest.raises(InferenceServerException):  # then new work is refused while the running one finishes
         client.infer("text2world", inputs(num_steps=1), client_timeout=30)
     while True:  # the running generation finishes: its per-step internal calls are still served
         result, error = stream.next(timeout=300)

@@ -307,8 +307,8 @@ class DiTSpeed:
         self.compile_backend = compile_backend
         if self.cache_dir is not None:
             # Inductor reads the variable whenever it needs the directory, so setting it before the first compile
-            # is enough; an operator's own setting wins.
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.cache_dir / "inductor"))
+            # is enough. Overridden, not defaulted: importing torch's compiler already fills it with the /tmp default.
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.cache_dir / "inductor")
 
     def compile_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -381,7 +381,8 @@ class DiTSpeed:
             report["first_call_s"].append(round(times[0], 3))
             report["second_call_s"].append(round(times[1], 3))
         if self.compile:
-            report["mega_cache"] = str(self.save_compile_cache()) if self.cache_dir is not None else None
+            saved = self.save_compile_cache()
+            report["mega_cache"] = None if saved is None else str(saved)
         return report
 
     # --- persistent compile caches ----------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-steps", type=int, default=3, help="RES steps of the cache rows' sampling run")
     p.add_argument("--cache-method", default="teacache", choices=["teacache", "fbcache"])
     p.add_argument("--cache-thresholds", type=float, nargs="+", default=[0.3, 0.4])
-    p.add_argument("--budget-s", type=float, default=225.0, help="skip rows that would end after this")
+    p.add_argument("--budget-s", type=float, default=205.0, help="skip rows that would end after this")
     p.add_argument("--compile-cap-s", type=float, default=150.0, help="torchao compile only if this much is left")
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--rows", default="all", help="comma-separated row names (prefixes) to run, or all")
@@ -89,7 +89,7 @@ def env_report(device: torch.device) -> dict[str, Any]:
             return None
 
     fa3 = fa3_function()
-    report = {"torch": torch.__version__, "cuda": torch.version.cuda, "diffusers": version("diffusers"),
+    report: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "diffusers": version("diffusers"),
               "torchao": version("torchao") if importlib.util.find_spec("torchao") else None,
               "fa3_fwd": version("fa3_fwd"), "fa3_module": None if fa3 is None else fa3.__module__,
               "device": str(device), "python": sys.version.split()[0]}
@@ -112,10 +112,11 @@ def init_random_weights(model: torch.nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32) / math.sqrt(p.shape[1]))
 
 
-def alternative_of(net: CosmosDiT) -> CosmosDiT:
+def alternative_of(net: Any) -> CosmosDiT:
     """diffusers' model as shipped, sharing `net`'s weights: stock RoPE, RMSNorm, eps and fp32 position table."""
     from diffusers import CosmosTransformer3DModel
 
+    stock: Any
     with torch.device("meta"):
         stock = CosmosTransformer3DModel(**diffusers_config(net.arch))
     stock.load_state_dict(net.model.state_dict(), strict=True, assign=True)
@@ -215,10 +216,14 @@ class Bench:
     def peak(self) -> float | None:
         return None if self.device.type != "cuda" else round(torch.cuda.max_memory_allocated(self.device) / GIB, 2)
 
+    def peak_above(self, start_gib: float) -> float | None:
+        peak = self.peak()
+        return None if peak is None else round(peak - start_gib, 2)
+
     # --- model and inputs ---------------------------------------------------------------------------------------
     def build(self) -> CosmosDiT:
         t0 = time.perf_counter()
-        model = build_model(self.arch, None, device=self.device)
+        model: Any = build_model(self.arch, None, device=self.device)
         init_random_weights(model, self.args.seed)
         self.sync()
         self.result["config"]["build_s"] = round(time.perf_counter() - t0, 1)
@@ -274,8 +279,7 @@ class Bench:
             return None
         row |= {"forward_s": round(mean, 4), "first_call_s": None if first is None else round(first, 4),
                 "iters": self.args.iters,
-                "peak_gib": self.peak(), "peak_above_start_gib": None if self.peak() is None
-                else round(self.peak() - start_mem, 2)}
+                "peak_gib": self.peak(), "peak_above_start_gib": self.peak_above(start_mem)}
         if isinstance(net, FastCosmosDiT):
             row["settings"] = net.settings
         if warm is not None:
@@ -344,7 +348,7 @@ class Bench:
             self.skip("cache", "no compiled exact variant to run it on")
         self.fp8_rows(net, inp, ref, fa3)
 
-    def cache_rows(self, net: FastCosmosDiT) -> None:
+    def cache_rows(self, net: Any) -> None:
         """A short sampling run without cache, then with the step cache at each threshold, on `net`."""
         args = self.args
         evaluations = 2 * (args.cache_steps + 1)
@@ -383,11 +387,9 @@ class Bench:
             row: dict[str, Any] = {"name": name, "method": None if threshold == 0 else args.cache_method,
                                    "threshold": threshold, "steps": args.cache_steps, "evaluations": evaluations,
                                    "skipped": sum(skipped), "skipped_per_step": skipped, "run_s": round(run_s, 2),
-                                   "peak_gib": self.peak(),
-                                   "peak_above_start_gib": None if self.peak() is None
-                                   else round(self.peak() - start_mem, 2),
-                                   "on": net.settings.get("attention") + (" compiled" if net.settings.get("compile")
-                                                                          else "")}
+                                   "peak_gib": self.peak(), "peak_above_start_gib": self.peak_above(start_mem),
+                                   "on": f"{net.settings.get('attention')}"
+                                         f"{' compiled' if net.settings.get('compile') else ''}"}
             if baseline is None:
                 baseline = {"final": final, "x0s": x0s, "run_s": run_s}
             else:
@@ -408,7 +410,7 @@ class Bench:
             self.skip("fp8", "FP8 GEMMs need a CUDA device of compute capability >= 8.9")
             return
         attention = "fa3" if fa3 else "sdpa"
-        model = net.model
+        model: Any = net.model
         names = fp8_linear_names(model, "qk_bf16")
         originals = {n: model.get_submodule(n) for n in names}  # to restore bf16 between the FP8 back ends
         if self.fits("fp8_compile", cost):

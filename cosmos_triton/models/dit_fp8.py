@@ -20,6 +20,8 @@ video DiTs (SageAttention2 paper, Table 2), so this is opt-in and must be judged
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ _MLP = ("ff.net.0.proj", "ff.net.2")
 _QK = ("attn1.to_q", "attn1.to_k", "attn2.to_q")
 
 
-def fp8_linear_names(model: nn.Module, policy: str = "qk_bf16") -> list[str]:
+def fp8_linear_names(model: Any, policy: str = "qk_bf16") -> list[str]:
     """Fully-qualified names (as `named_modules` spells them) of the Linear layers FP8 applies to."""
     if policy not in FP8_POLICIES:
         raise ValueError(f"fp8 policy must be one of {FP8_POLICIES}, got {policy!r}")
@@ -68,13 +70,16 @@ class Float8RowwiseLinear(nn.Module):
         super().__init__()
         if linear.bias is not None:
             raise ValueError("Float8RowwiseLinear takes bias-free Linear layers")
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features: int = linear.in_features
+        self.out_features: int = linear.out_features
         if self.in_features % 16 or self.out_features % 16:
             raise ValueError(f"FP8 GEMMs need K and N multiples of 16, got {self.in_features}->{self.out_features}")
         w8, scale = _rowwise(linear.weight.detach())
+        self.weight_fp8: torch.Tensor
+        self.weight_scale: torch.Tensor
         self.register_buffer("weight_fp8", w8)  # [N, K] row-major, so weight_fp8.t() is the column-major B
         self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # [1, N]
-        self.out_dtype = linear.weight.dtype
+        self.out_dtype: torch.dtype = linear.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, k = x.shape[:-1], x.shape[-1]
@@ -92,7 +97,7 @@ class Float8RowwiseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 row-wise"
 
 
-def apply_fp8(model: nn.Module, backend: str = "scaled_mm", policy: str = "qk_bf16",
+def apply_fp8(model: Any, backend: str = "scaled_mm", policy: str = "qk_bf16",
               require_hardware: bool = True) -> list[str]:
     """Quantize the selected Linear layers in place; returns their names. Irreversible (frees the bf16 weights).
     Run it before torch.compile so the activation quantization fuses."""

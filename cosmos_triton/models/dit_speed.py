@@ -95,7 +95,7 @@ class CosmosSpeedAttnProcessor:
         self.backend = backend
         self.fp8 = fp8
 
-    def __call__(self, attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError("the Cosmos-1.0 DiT attends without a mask")
@@ -117,9 +117,9 @@ class CosmosSpeedAttnProcessor:
             flash_attn_func = fa3_function()
             if self.fp8:
                 q8, k8, v8, qs, ks, vs = smooth_and_quantize_attention(q, k, v)
-                out = flash_attn_func(q8, k8, v8, q_descale=qs, k_descale=ks, v_descale=vs)
+                out = flash_attn_func(q8, k8, v8, q_descale=qs, k_descale=ks, v_descale=vs)  # type: ignore[misc]
             else:
-                out = flash_attn_func(q, k, v)
+                out = flash_attn_func(q, k, v)  # type: ignore[misc]
             out = out[0] if isinstance(out, tuple) else out  # older upstream builds also return the LSE
             return out.to(query.dtype)
         key, value = key.contiguous(), value.contiguous()
@@ -131,7 +131,7 @@ class CosmosSpeedAttnProcessor:
         return out.permute(0, 2, 1, 3)
 
 
-def set_attention(model: nn.Module, backend: str, fp8_self_attention: bool = False) -> None:
+def set_attention(model: Any, backend: str, fp8_self_attention: bool = False) -> None:
     """Install our processor on every attention of the transformer blocks (cross-attention never FP8)."""
     for block in model.transformer_blocks:
         block.attn1.set_processor(CosmosSpeedAttnProcessor(backend, fp8=fp8_self_attention))
@@ -166,7 +166,7 @@ class FastCosmosDiT(nn.Module):
         self._local = threading.local()
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> Any:  # CosmosTransformer3DModel
         return self.reference.model
 
     @property
@@ -203,13 +203,11 @@ class FastCosmosDiT(nn.Module):
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, fps: float,
                 condition_mask: torch.Tensor | None = None) -> torch.Tensor:
         scope: StepReport | None = getattr(self._local, "scope", None)
-        branch = None
         if scope is not None:
             if len(scope.branches) == len(BRANCHES):
                 raise RuntimeError("a guided step evaluates two branches (cond, uncond); got a third call")
-            branch = BRANCHES[len(scope.branches)]
-            scope.branches.append(branch)
-        m = self.model
+            scope.branches.append(BRANCHES[len(scope.branches)])
+        m: Any = self.model
         b, _, t, h, w = x.shape
         channels = [x] if condition_mask is None else [x, condition_mask.to(x.dtype)]
         channels.append(x.new_zeros(b, 1, t, h, w))  # padding mask (CosmosDiT's convention)
@@ -226,7 +224,7 @@ class FastCosmosDiT(nn.Module):
             if scope is None or self.cache is None or scope.threshold <= 0:
                 out = self._run_blocks(self._blocks, tokens, args)
             else:
-                out = self._cached_blocks(scope, branch, tokens, c_noise, args)
+                out = self._cached_blocks(scope, BRANCHES[len(scope.branches) - 1], tokens, c_noise, args)
         out = m.proj_out(m.norm_out(out, emb, temb))
         out = out.unflatten(2, (ph, pw, pt, -1)).unflatten(1, (t // pt, h // ph, w // pw))
         return out.permute(0, 7, 1, 6, 2, 4, 3, 5).flatten(6, 7).flatten(4, 5).flatten(2, 3)
@@ -240,20 +238,21 @@ class FastCosmosDiT(nn.Module):
     def _cached_blocks(self, scope: StepReport, branch: str, tokens: torch.Tensor, c_noise: torch.Tensor,
                        args: tuple) -> torch.Tensor:
         cache = self.cache
+        assert cache is not None
         state = cache.branch(scope.session, branch, tuple(tokens.shape), float(c_noise.float().max()))
         if cache.method == "teacache":
             # block 0's AdaLN-modulated input, before the per-block position embedding (TeaCache4Cosmos)
             modulated = self.model.transformer_blocks[0].norm1(tokens, args[1], args[2])[0]
             if cache.teacache_skip(state, modulated, scope.threshold, scope.final):
                 scope.skipped += 1
-                return tokens + state.residual
+                return tokens + state.residual  # type: ignore[operator]  # set whenever a skip is allowed
             out = self._run_blocks(self._blocks, tokens, args)
             state.residual = out - tokens
             return out
         first = self._blocks[0](tokens, *args)
         if cache.fbcache_skip(state, first - tokens, scope.threshold, scope.final):
             scope.skipped += 1
-            return first + state.residual
+            return first + state.residual  # type: ignore[operator]
         out = self._run_blocks(self._blocks[1:], first, args)
         state.residual = out - first
         return out
@@ -316,7 +315,10 @@ class DiTSpeed:
             from torch._inductor import list_mode_options
 
             options |= list_mode_options(self.compile_mode)
-        options["emulate_precision_casts"] = self.exact_casts
+        import torch._inductor.config as inductor_config
+
+        if hasattr(inductor_config, "emulate_precision_casts"):  # torch >= 2.5
+            options["emulate_precision_casts"] = self.exact_casts
         return options
 
     def apply(self, net: CosmosDiT) -> FastCosmosDiT:
@@ -324,7 +326,7 @@ class DiTSpeed:
         wrapper. The stage calls this once at load, then `warm_up`."""
         if isinstance(net, FastCosmosDiT):
             net = net.reference
-        model = net.model
+        model: Any = net.model
         backend = resolve_attention(self.attention, net.device, net.dtype)
         fp8_layers: list[str] = []
         if self.fp8:

@@ -12,7 +12,7 @@ from benchmarks import memory as bench
 
 
 def test_tiny_run_writes_every_row(tmp_path: Path) -> None:
-    assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--tiny", "--strict", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "memory.json").read_text())
     rows = {r["row"]: r for r in data["rows"]}
     assert rows["cuda_context"]["skipped"] == "no CUDA"

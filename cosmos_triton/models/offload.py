@@ -77,6 +77,17 @@ def unique_tensors(modules: Iterable[nn.Module], exclude: Iterable[nn.Module] = 
     return out
 
 
+def stray_tensors(modules: Iterable[nn.Module]) -> list[str]:
+    """Tensors held as plain module attributes (not parameters or buffers): an offloader cannot move them."""
+    found = []
+    for top in modules:
+        for name, module in top.named_modules():
+            for attr, value in vars(module).items():
+                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                    found.append(f"{type(top).__name__}.{name + '.' if name else ''}{attr}")
+    return found
+
+
 def _extent(t: torch.Tensor) -> tuple[int, int]:
     """Byte range [lo, hi) of t's storage that t reads."""
     size = t.element_size()
@@ -388,6 +399,8 @@ class Offloader(Lease):
         self.empty_cache = empty_cache
         self.packed = PackedTensors(unique_tensors(modules, exclude))
         self.host_bytes = self.packed.nbytes
+        if stray := stray_tensors(modules):
+            log.warning("tensors outside parameters/buffers stay where they are: %s", ", ".join(stray[:8]))
         self._device_buffer: torch.Tensor | None = None
         self._done = None
         if not self.active:

@@ -389,3 +389,25 @@ def test_offload_none_keeps_weights_and_unknown_objects_fail() -> None:
         stage_memory(object(), "cpu", "stage")
     with pytest.raises(ValueError, match="offload must be one of"):
         stage_memory(net, "cpu", "disk")
+
+
+def test_memory_settings_from_model_config_parameters(root: Path) -> None:
+    from cosmos_triton.models.checkpoints import TOKENIZER_DIR
+    from cosmos_triton.models.chunked_decode import ChunkedDecoder
+    from cosmos_triton.models.stage_offload import MemorySettings
+    from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
+
+    default = MemorySettings.from_params({})
+    assert default == MemorySettings() and default.offload == "none" and default.load_device("cuda:0") == "cuda:0"
+    settings = MemorySettings.from_params({"offload": "Blocks", "offload_slots": "3", "offload_lease_s": "30",
+                                           "empty_cache": "false", "decode_chunk_frames": "2",
+                                           "decode_attention_frames": "0", "unrelated": "x"})
+    assert settings == MemorySettings("blocks", 3, 30.0, False, 2, 0)
+    assert settings.load_device("cuda:0") == "cpu"
+    for bad in ({"offload": "disk"}, {"empty_cache": "maybe"}, {"offload_slots": "two"}):
+        with pytest.raises(ValueError):
+            MemorySettings.from_params(bad)
+    tok = CosmosVideoTokenizer(root / TOKENIZER_DIR)
+    memory = MemorySettings.from_params({"offload": "stage"}).apply(tok, "cpu", emulate=True)
+    assert isinstance(tok.decoder, ChunkedDecoder) and tok.decoder.chunk_frames == 4
+    assert memory.mode == "stage" and memory.host_bytes > 0

@@ -94,11 +94,15 @@ class MemorySettings:
         return "cpu" if self.offload != "none" else str(device)
 
     def apply(self, obj: object, device: str | torch.device, *, emulate: bool = False) -> StageMemory:
-        """Chunked decode for a tokenizer (when decode_chunk_frames > 0), then `stage_memory`."""
+        """Chunked decode for a tokenizer (when decode_chunk_frames > 0; a decoder of unknown layout keeps the
+        whole-clip decode, with a warning), then `stage_memory`."""
         if type(obj).__name__ == "CosmosVideoTokenizer" and self.decode_chunk_frames > 0:
-            from cosmos_triton.models.chunked_decode import enable_chunked_decode
+            from cosmos_triton.models.chunked_decode import StreamingUnsupported, enable_chunked_decode
 
-            enable_chunked_decode(obj, self.decode_chunk_frames, self.decode_attention_frames)
+            try:
+                enable_chunked_decode(obj, self.decode_chunk_frames, self.decode_attention_frames)
+            except StreamingUnsupported as err:  # a decoder.jit of another layout: decode whole clips
+                log.warning("chunked decode unavailable (%s); decoding whole clips", err)
         return stage_memory(obj, device, self.offload, emulate=emulate, slots=self.slots,
                             empty_cache=self.empty_cache, lease_s=self.lease_s)
 

@@ -84,3 +84,41 @@ class ServingOptions:
     max_queue_size: int = 16
     queue_timeout_s: float = 0.0
     priority_levels: int = 2
+
+
+# The original's offload flags (--offload_<name>) and the stages each covers.
+OFFLOAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "prompt_upsampler": ("prompt_upsampler", "prompt_upsampler_v2w"),
+    "guardrail_models": ("text_guardrail", "video_guardrail"),
+    "text_encoder_model": ("t5_encoder",),
+    "tokenizer": ("tokenizer_encoder", "tokenizer_decoder"),
+    "diffusion_transformer": ("dit_step", "dit_step_v2w"),
+}
+DIT_MODES = ("exact", "fp8")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the stages hold and run their models (per deployment; rendered into the stages' config.pbtxt).
+
+    offload: the original's offload groups (OFFLOAD_GROUPS): their weights live in pinned host memory and move to
+        the GPU for each request; `dit_offload="blocks"` streams the DiT's blocks instead (beyond the original).
+    dit_mode: exact (the original's bf16 math on the fastest exact kernels) or fp8 (FP8 GEMMs in the blocks).
+    attention: auto (FlashAttention-3 when installed on Hopper, else SDPA/cuDNN) | sdpa | cudnn | fa3.
+    compile: regional torch.compile of the DiT blocks, warmed at load: auto (on a GPU) | on | off; `warm` says for
+        which resolutions (all, or the default one: the others then run uncompiled, never compiling in a request).
+    """
+
+    offload: frozenset[str] = frozenset()
+    dit_offload: str = ""
+    dit_mode: str = "exact"
+    attention: str = "auto"
+    compile: str = "auto"
+    compile_cache_dir: str = ""
+    warm: str = "all"  # compile at load for every accepted resolution, or only the default one ("default")
+
+    def offload_mode(self, stage_model: str) -> str:
+        if stage_model in OFFLOAD_GROUPS["diffusion_transformer"] and self.dit_offload:
+            return self.dit_offload
+        groups = [g for g in self.offload if stage_model in OFFLOAD_GROUPS[g]]
+        return "stage" if groups else "none"

@@ -73,7 +73,7 @@ class RecordingCall:
         latent = torch.zeros(1, 16, 16, 12, 20)
         dummy = {"prompt": "a prompt", "embedding": torch.zeros(1, 512, 1024, dtype=torch.bfloat16),
                  "x0": inputs.get("x", latent), "condition_latent": latent.to(torch.bfloat16),
-                 "video": np.zeros((121, 96, 160, 3), np.uint8), "mp4": b"mp4"}
+                 "video": np.zeros((121, 96, 160, 3), np.uint8), "mp4": b"mp4", "cache_skipped": 0}
         return {io.name: dummy[io.name] for io in stage.outputs}
 
 
@@ -82,7 +82,7 @@ def test_the_flow_calls_only_its_entry_points_stages_with_their_declared_inputs(
     call = RecordingCall()
     req = {"prompt": "a robot", "negative_prompt": "ugly", "seed": 1, "num_steps": 2, "guidance": 7.0,
            "height": 96, "width": 160, "num_video_frames": 121, "fps": 24, "disable_prompt_upsampler": False,
-           "word_limit_to_skip_upsampler": 250, "num_input_frames": 1,
+           "word_limit_to_skip_upsampler": 250, "num_input_frames": 1, "cache_threshold": 0.0,
            "condition_frames": torch.zeros(1, 3, 96, 160, dtype=torch.bfloat16),
            "last_frame": np.zeros((1, 96, 160, 3), np.uint8)}
     generation = generate(model_type, call, req)

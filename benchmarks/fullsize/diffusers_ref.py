@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                "forwards_measured": args.forwards, "dit_peak_gib": round(peak_gib(device), 2)}
     save()
     log(f"transformer forward {per_forward:.3f} s")
-    del model
+    model = None  # free the GPU memory before the next phase
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     result |= {"decode_s": round(decode_s, 3), "decode_peak_gib": round(peak_gib(device), 2)}
     save()
     log(f"VAE decode {decode_s:.2f} s")
-    del vae
+    vae = None
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

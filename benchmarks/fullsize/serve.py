@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 from cosmos_triton.client import common  # noqa: E402
 from cosmos_triton.deployment import ServeSettings, ServingOptions  # noqa: E402
 from cosmos_triton.server import running_server  # noqa: E402
-from cosmos_triton.server.supervisor import stub_instances  # noqa: E402
 
 PROMPT = ("A sleek, humanoid robot stands in a vast warehouse filled with neatly stacked cardboard boxes on industrial "
           "shelves. The camera remains static, capturing the robot's poised stance amidst the orderly environment.")
@@ -53,13 +52,10 @@ class GpuMemory(threading.Thread):
 
     def sample(self) -> dict[str, float]:
         try:
-            out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10, check=False).stdout
+            query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+            out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             return {}
-        names = {}
-        for instance, _ in stub_instances(self.server_pid).items():
-            names[instance] = instance
         pid_names = {}
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
@@ -124,106 +120,121 @@ def stage_seconds(before: dict, after: dict, stages: list[str]) -> dict[str, flo
     return {s: round(delta(before, after, "cosmos_stage_seconds_sum", stage=s), 3) for s in stages}
 
 
+def visual_input(height: int, width: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def measure(server: Any, task: str, args: argparse.Namespace, result: dict[str, Any], save: Any) -> None:
+    """One warm-up request (1 step) and one measured request of `task`, through the streaming entry point."""
+    height, width = args.height or SIZES[task][0], args.width or SIZES[task][1]
+    fields: dict[str, Any] = {"prompt": PROMPT, "num_steps": args.steps, "height": height, "width": width,
+                              "disable_prompt_upsampler": not args.upsampler, "seed": 1,
+                              "cache_threshold": args.cache_threshold}
+    if task == "v2w":
+        fields |= {"visual_input": visual_input(height, width), "num_input_frames": 1}
+    entry = "text2world" if task == "t2w" else "video2world"
+    log(f"{task}: warm-up request")
+    warm = request(server.grpc_url, entry, {**fields, "num_steps": 1})
+    out: dict[str, Any] = {"warmup_e2e_s": round(warm["e2e_s"], 2)}
+    result[task] = out
+    save()
+    before = scrape(server.metrics_url)
+    log(f"{task}: measured request ({args.steps} steps)")
+    measured = request(server.grpc_url, entry, fields)
+    after = scrape(server.metrics_url)
+    stages = sorted({dict(re.findall(r'(\w+)="([^"]*)"', lbl)).get("stage", "") for (m, lbl) in after
+                     if m == "cosmos_stage_seconds_sum"} - {""})
+    evals = args.steps + 1
+    dit_model = "dit_step" if task == "t2w" else "dit_step_v2w"
+    step_entry = delta(before, after, "cosmos_denoise_step_seconds_sum", entry=f"{entry}_stream") / evals  # streamed
+    compute = delta(before, after, "nv_inference_compute_infer_duration_us", model=dit_model) / 1e6 / evals
+    out |= {
+        "e2e_s": round(measured["e2e_s"], 2),
+        "dit_eval_s": round(step_entry, 3),
+        "dit_compute_s": round(compute, 3),
+        "bls_overhead_per_step_s": round(step_entry - compute, 4),
+        "bls_overhead_fraction": round((step_entry - compute) / step_entry, 5) if step_entry else None,
+        "stages": stage_seconds(before, after, stages) | {"dit_step (all evaluations)": round(step_entry * evals, 2)},
+        "e2e_extrapolated_s": round(measured["e2e_s"] + (args.full_steps + 1 - evals) * step_entry, 1),
+        "dit_s_extrapolated": round((args.full_steps + 1) * step_entry, 1),
+    }
+    save()
+    log(f"{task}: e2e {out['e2e_s']} s for {args.steps} steps -> {out['e2e_extrapolated_s']} s for "
+        f"{args.full_steps}; DiT eval {step_entry:.2f} s (compute {compute:.2f} s)")
+    if args.concurrent and task == "t2w":
+        start = time.monotonic()
+        outs: list[dict[str, Any]] = []
+        threads = [threading.Thread(target=lambda s=seed: outs.append(request(server.grpc_url, entry,
+                                                                             {**fields, "seed": s})))
+                   for seed in (2, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        out |= {"two_concurrent_wall_s": round(time.monotonic() - start, 2),
+                "two_concurrent_e2e_s": sorted(round(o["e2e_s"], 2) for o in outs),
+                "two_sequential_estimate_s": round(2 * measured["e2e_s"], 2)}
+        save()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_dir", required=True)
     parser.add_argument("--model", default="7B")
-    parser.add_argument("--task", choices=["t2w", "v2w"], default="t2w")
+    parser.add_argument("--tasks", nargs="+", choices=["t2w", "v2w"], default=["t2w"])
     parser.add_argument("--steps", type=int, default=4, help="denoising steps measured")
     parser.add_argument("--full_steps", type=int, default=35, help="steps the extrapolation is for")
-    parser.add_argument("--mode", default="exact", help="label of the DiT mode the deployment uses")
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
     parser.add_argument("--upsampler", action="store_true", help="leave the prompt upsampler on")
-    parser.add_argument("--concurrent", action="store_true", help="also two requests at once")
+    parser.add_argument("--cache_threshold", type=float, default=0.0)
+    parser.add_argument("--concurrent", action="store_true", help="also two Text2World requests at once")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--label", default=None)
+    parser.add_argument("--log_dir", type=Path, default=None, help="where the server log goes (default: --out)")
+    parser.add_argument("--label", default="exact")
+    parser.add_argument("serve_args", nargs="*", help="launcher flags after --, e.g. -- --dit_mode fp8")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    label = args.label or f"{args.model}-{args.task}-{args.mode}"
-    result: dict[str, Any] = {"scenario": label, "model": args.model, "task": args.task, "mode": args.mode,
-                              "steps_measured": args.steps}
+    label = f"{args.model}-{args.label}"
+    result: dict[str, Any] = {"scenario": label, "model": args.model, "mode": args.label,
+                              "steps_measured": args.steps, "launcher_flags": args.serve_args}
     path = args.out / f"serve_{label}.json"
 
     def save() -> None:
         path.write_text(json.dumps(result, indent=1))
 
-    kind = "Text2World" if args.task == "t2w" else "Video2World"
-    settings = ServeSettings(checkpoint_dir=args.checkpoint_dir, dit_dir=f"Cosmos-1.0-Diffusion-{args.model}-Text2World",
-                             v2w_dit_dir=f"Cosmos-1.0-Diffusion-{args.model}-Video2World")
-    height, width = args.height or SIZES[args.task][0], args.width or SIZES[args.task][1]
-    fields: dict[str, Any] = {"prompt": PROMPT, "num_steps": args.steps, "height": height, "width": width,
-                              "disable_prompt_upsampler": not args.upsampler, "seed": 1}
-    if args.task == "v2w":
-        import io
+    from cosmos_triton.server.cli import models_from_args, parse_args
 
-        import numpy as np
-        from PIL import Image
-
-        y, x = np.mgrid[0:height, 0:width]
-        buffer = io.BytesIO()
-        Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(buffer, "PNG")
-        fields |= {"visual_input": buffer.getvalue(), "num_input_frames": 1}
-    entry = "text2world" if args.task == "t2w" else "video2world"
+    cli_args, _ = parse_args(["--checkpoint_dir", args.checkpoint_dir, *args.serve_args])
+    dit = f"Cosmos-1.0-Diffusion-{args.model}"
+    settings = ServeSettings(checkpoint_dir=args.checkpoint_dir, dit_dir=f"{dit}-Text2World",
+                             v2w_dit_dir=f"{dit}-Video2World")
     t0 = time.monotonic()
     log(f"{label}: starting the server")
-    with running_server(settings, log_file=args.out / f"server_{label}.log", ready_timeout_s=1200,
-                        serving=ServingOptions(entry_instances=2)) as server:
+    with running_server(settings, log_file=(args.log_dir or args.out) / f"server_{label}.log", ready_timeout_s=1200,
+                        serving=ServingOptions(entry_instances=2), models=models_from_args(cli_args)) as server:
         result["server_ready_s"] = round(time.monotonic() - t0, 1)
         save()
         memory = GpuMemory(server.process.pid)
         memory.start()
-        log(f"ready in {result['server_ready_s']} s; warm-up request")
-        warm = request(server.grpc_url, entry, {**fields, "num_steps": 1})
-        result["warmup_e2e_s"] = round(warm["e2e_s"], 2)
-        save()
-        before = scrape(server.metrics_url)
-        log("measured request")
-        measured = request(server.grpc_url, entry, fields)
-        after = scrape(server.metrics_url)
-        stages = sorted({dict(re.findall(r'(\w+)="([^"]*)"', lbl)).get("stage", "") for (m, lbl) in after
-                         if m == "cosmos_stage_seconds_sum"} - {""})
-        evals = args.steps + 1
-        dit_model = "dit_step" if kind == "Text2World" else "dit_step_v2w"
-        step_entry = delta(before, after, "cosmos_denoise_step_seconds_sum") / evals
-        compute = delta(before, after, "nv_inference_compute_infer_duration_us", model=dit_model) / 1e6 / evals
-        queue = delta(before, after, "nv_inference_queue_duration_us", model=dit_model) / 1e6 / evals
-        result |= {
-            "e2e_s": round(measured["e2e_s"], 2),
-            "dit_eval_s": round(step_entry, 3),
-            "dit_compute_s": round(compute, 3),
-            "bls_overhead_per_step_s": round(step_entry - compute, 4),
-            "bls_overhead_fraction": round((step_entry - compute) / step_entry, 5) if step_entry else None,
-            "dit_queue_s": round(queue, 4),
-            "stages": stage_seconds(before, after, stages) | {"dit_step (all evaluations)": round(step_entry * evals, 2)},
-            "prompt_used_words": len(measured["prompt_used"].split()),
-        }
-        missing = args.full_steps + 1 - evals
-        result["e2e_extrapolated_s"] = round(measured["e2e_s"] + missing * step_entry, 1)
-        result["dit_s_extrapolated"] = round((args.full_steps + 1) * step_entry, 1)
-        save()
-        log(f"e2e {result['e2e_s']} s for {args.steps} steps -> {result['e2e_extrapolated_s']} s for "
-            f"{args.full_steps}; DiT eval {step_entry:.2f} s (compute {compute:.2f} s)")
-        if args.concurrent:
-            start = time.monotonic()
-            threads, outs = [], []
-            for seed in (2, 3):
-                thread = threading.Thread(target=lambda s=seed: outs.append(
-                    request(server.grpc_url, entry, {**fields, "seed": s})))
-                thread.start()
-                threads.append(thread)
-            for thread in threads:
-                thread.join()
-            result["two_concurrent_wall_s"] = round(time.monotonic() - start, 2)
-            result["two_concurrent_e2e_s"] = sorted(round(o["e2e_s"], 2) for o in outs)
-            result["two_sequential_estimate_s"] = round(2 * measured["e2e_s"], 2)
+        try:
+            for task in args.tasks:
+                measure(server, task, args, result, save)
+        finally:
+            memory.stop.set()
+            memory.join(5)
+            result["peak_gib_by_process"] = {k: round(v, 2) for k, v in sorted(memory.peak.items())}
+            result["peak_gib_sum_of_process_peaks"] = round(sum(memory.peak.values()), 2)
+            result["peak_gib"] = round(memory.peak_total, 2)
             save()
-        memory.stop.set()
-        memory.join(5)
-        result["peak_gib_by_process"] = {k: round(v, 2) for k, v in sorted(memory.peak.items())}
-        result["peak_gib_sum_of_process_peaks"] = round(sum(memory.peak.values()), 2)
-        result["peak_gib"] = round(memory.peak_total, 2)
-        save()
     log(f"done: {path}")
     print(json.dumps(result, indent=1))
     return 0

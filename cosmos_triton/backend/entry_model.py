@@ -84,7 +84,9 @@ class EntryModel:
                 on_step(done, total)
 
         generation = generate(self.model_type, call, req, self.device, step)
-        return to_tensors({"video": generation.video, "prompt_used": generation.prompt_used}, OUTPUTS, batched=True)
+        values = {"video": generation.video, "prompt_used": generation.prompt_used,
+                  "skipped_evaluations": generation.skipped_evaluations}
+        return to_tensors(values, OUTPUTS, batched=True)
 
     def stream(self, request: Any) -> None:
         sender = request.get_response_sender()

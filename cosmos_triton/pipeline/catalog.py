@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from cosmos_triton.deployment import ServeSettings
+from cosmos_triton.deployment import ModelOptions, ServeSettings
 from cosmos_triton.pipeline.model_types import MODEL_TYPES, TEXT2WORLD, VIDEO2WORLD, ModelType
 from cosmos_triton.pipeline.stages import STAGE_KINDS, Stage
 
@@ -24,8 +24,10 @@ class ModelSpec:
         return STAGE_KINDS[self.kind]
 
 
-def stage_models(settings: ServeSettings) -> dict[str, ModelSpec]:
-    """Every stage model the two entry points can call, by Triton model name."""
+def stage_models(settings: ServeSettings, options: ModelOptions | None = None) -> dict[str, ModelSpec]:
+    """Every stage model the two entry points can call, by Triton model name, with its parameters: checkpoint
+    folders, memory (offload) and, for the DiT, the speed settings."""
+    options = options or ModelOptions()
     guardrail = {"guardrail_dir": str(settings.guardrail_path)}
     tokenizer = {"tokenizer_dir": str(settings.tokenizer_path)}
     specs = (
@@ -41,7 +43,17 @@ def stage_models(settings: ServeSettings) -> dict[str, ModelSpec]:
         ModelSpec("video_guardrail", "video_guardrail", guardrail),
         ModelSpec("mp4_encoder", "mp4_encoder"),
     )
-    return {s.name: s for s in specs}
+    dit = {"dit_mode": options.dit_mode, "attention": options.attention, "compile": options.compile,
+           "compile_cache_dir": options.compile_cache_dir, "warm": options.warm}
+    out = {}
+    for spec in specs:
+        params = dict(spec.params)
+        if spec.stage.gpu:
+            params["offload"] = options.offload_mode(spec.name)
+        if spec.kind == "dit_step":
+            params |= dit
+        out[spec.name] = ModelSpec(spec.name, spec.kind, params)
+    return out
 
 
 # The stage models each entry point calls.

@@ -13,6 +13,7 @@ server, inside the entry-point models (`call` is a BLS call of the stage models)
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ class Generation:
     prompt_used: str
     frames: Any  # the guarded uint8 frames [T, H, W, 3] that were encoded (numpy, or a tensor from a BLS call)
     latent: torch.Tensor  # the sampler's final clean x0
+    skipped_evaluations: int = 0  # DiT branch evaluations the step cache skipped (0 unless cache_threshold > 0)
 
 
 def validate(envelope: Envelope, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,8 +67,9 @@ def generate(model_type: ModelType, call: StageCall, req: dict[str, Any], device
              on_step: StepCallback | None = None) -> Generation:
     """Steps 2-8 for a validated request."""
     prompt = model_type.prompt_used(call, req)
-    cond = call("t5_encoder", prompt=prompt)["embedding"]
     negative = req["negative_prompt"]
+    # "keep": an offloaded stage keeps its weights on the GPU for the next call of this request
+    cond = call("t5_encoder", prompt=prompt, memory_hint="keep" if negative else "")["embedding"]
     uncond = call("t5_encoder", prompt=negative)["embedding"] if negative else model_type.uncond_without_negative(cond)
 
     noise = seeded_normal(latent_shape(req["num_video_frames"], req["height"], req["width"]), req["seed"], device)
@@ -80,11 +83,21 @@ def generate(model_type: ModelType, call: StageCall, req: dict[str, Any], device
         dit_inputs |= {"gt_latent": condition.gt_latent, "augment_latent": condition.augment_latent,
                        "num_condition_frames": n}
 
+    evaluations, skipped = req["num_steps"] + 1, 0
+    session = secrets.randbits(62)  # the step cache's state of this request in the DiT stage
+    threshold = req.get("cache_threshold", 0.0)
+
     def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return call(model_type.dit_model, x=x, sigma=sigma, **dit_inputs)["x0"]
+        nonlocal evaluations, skipped
+        evaluations -= 1
+        final = evaluations == 0
+        out = call(model_type.dit_model, x=x, sigma=sigma, **dit_inputs, session=session, cache_threshold=threshold,
+                   final=final, memory_hint="" if final else "keep")
+        skipped += int(out.get("cache_skipped", 0))
+        return out["x0"]
 
     latent = sample(x0_fn, noise * SIGMA_MAX, req["num_steps"], on_step)
     frames = call("tokenizer_decoder", latent=latent)["video"]
     frames = call("video_guardrail", video=frames)["video"]
     video = call("mp4_encoder", video=frames, fps=req["fps"])["mp4"]
-    return Generation(video=video, prompt_used=prompt, frames=frames, latent=latent)
+    return Generation(video=video, prompt_used=prompt, frames=frames, latent=latent, skipped_evaluations=skipped)

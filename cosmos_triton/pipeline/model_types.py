@@ -27,8 +27,9 @@ COMMON_INPUTS = (
     Io("fps", "INT32", optional=True),
     Io("disable_prompt_upsampler", "BOOL", optional=True),
     Io("word_limit_to_skip_upsampler", "INT32", optional=True),
+    Io("cache_threshold", "FP32", optional=True),  # > 0: the lossy step cache (speed mode "cache"); 0: exact
 )
-OUTPUTS = (Io("video", "STRING", binary=True), Io("prompt_used", "STRING"))
+OUTPUTS = (Io("video", "STRING", binary=True), Io("prompt_used", "STRING"), Io("skipped_evaluations", "INT32"))
 # the streaming entry points send these after every denoising step, then OUTPUTS in the final response
 PROGRESS_OUTPUTS = (Io("step", "INT32"), Io("total_steps", "INT32"), Io("elapsed_s", "FP32"), Io("eta_s", "FP32"))
 

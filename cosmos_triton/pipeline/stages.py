@@ -23,8 +23,14 @@ def as_uint8_frames(video: Any) -> np.ndarray:
     return video.cpu().numpy()
 
 
+# keep | prefetch | release | "": how an offloaded stage treats its weights around this call (models/offload.py)
+MEMORY_HINT = Io("memory_hint", "STRING", optional=True)
+
+
 class Stage:
-    """A stage: `kind` names the class in the registry; `params` are the keys its constructor reads."""
+    """A stage: `kind` names the class in the registry; `params` are the keys its constructor reads. A GPU stage
+    holds its models through `hold` (resident, or offloaded per its `offload` parameter) and takes the optional
+    `memory_hint` input; its work is `run`."""
 
     kind: ClassVar[str]
     inputs: ClassVar[tuple[Io, ...]]
@@ -32,13 +38,43 @@ class Stage:
     params: ClassVar[tuple[str, ...]] = ()
     gpu: ClassVar[bool] = True  # False: CPU work (mp4 muxing) that never takes a GPU instance
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.gpu and "inputs" in cls.__dict__:
+            cls.inputs = (*cls.inputs, MEMORY_HINT)
+
     def __init__(self, params: Mapping[str, str], device: str) -> None:
         missing = [p for p in self.params if not params.get(p)]
         if missing:
             raise ValueError(f"stage {self.kind} needs the parameter(s) {', '.join(missing)}")
         self.device = device
+        self.memory: Any = None
+        if self.gpu:
+            from cosmos_triton.models.stage_offload import MemorySettings
 
-    def __call__(self, **inputs: Any) -> dict[str, Any]:
+            self.memory_settings = MemorySettings.from_params(params)
+
+    @property
+    def load_device(self) -> str:
+        """Where to load the weights: the host when the stage is offloaded, else its device."""
+        return self.memory_settings.load_device(self.device) if self.gpu else "cpu"
+
+    def hold(self, obj: Any) -> Any:
+        """Keep `obj` (the stage's loaded model object) resident or offloaded, as the parameters say."""
+        self.memory = self.memory_settings.apply(obj, self.device)
+        return obj
+
+    def __call__(self, memory_hint: str | None = None, **inputs: Any) -> dict[str, Any]:
+        if self.memory is None:
+            return self.run(**inputs)
+        hint = (memory_hint or "").strip().lower()
+        if hint in ("prefetch", "release"):  # a control call: no work, no outputs
+            self.memory.hint(hint)
+            return {}
+        with self.memory.call(hint):
+            return self.run(**inputs)
+
+    def run(self, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -54,9 +90,9 @@ class TextGuardrailStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.guardrail.runner import TextGuardrail
 
-        self.guardrail = TextGuardrail(Path(params["guardrail_dir"]), device)
+        self.guardrail = self.hold(TextGuardrail(Path(params["guardrail_dir"]), self.load_device))
 
-    def __call__(self, prompt: str) -> dict[str, Any]:
+    def run(self, prompt: str) -> dict[str, Any]:
         return {"prompt": self.guardrail(prompt)}
 
 
@@ -72,9 +108,9 @@ class Text2WorldUpsamplerStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.upsampler.text2world import Text2WorldPromptUpsampler
 
-        self.upsampler = Text2WorldPromptUpsampler(Path(params["upsampler_dir"]), device)
+        self.upsampler = self.hold(Text2WorldPromptUpsampler(Path(params["upsampler_dir"]), self.load_device))
 
-    def __call__(self, prompt: str, seed: int) -> dict[str, Any]:
+    def run(self, prompt: str, seed: int) -> dict[str, Any]:
         return {"prompt": self.upsampler.upsample(prompt, int(seed))}
 
 
@@ -90,9 +126,9 @@ class Video2WorldUpsamplerStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.upsampler.video2world import Video2WorldPromptUpsampler
 
-        self.upsampler = Video2WorldPromptUpsampler(Path(params["upsampler_dir"]), device)
+        self.upsampler = self.hold(Video2WorldPromptUpsampler(Path(params["upsampler_dir"]), self.load_device))
 
-    def __call__(self, input_frames: Any, seed: int) -> dict[str, Any]:
+    def run(self, input_frames: Any, seed: int) -> dict[str, Any]:
         return {"prompt": self.upsampler.upsample(as_uint8_frames(input_frames), int(seed))}
 
 
@@ -109,9 +145,9 @@ class TextEncoderStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.models.text_encoder import T5TextEncoder
 
-        self.t5 = T5TextEncoder(Path(params["t5_dir"]), device)
+        self.t5 = self.hold(T5TextEncoder(Path(params["t5_dir"]), self.load_device))
 
-    def __call__(self, prompt: str) -> dict[str, Any]:
+    def run(self, prompt: str) -> dict[str, Any]:
         import torch
 
         return {"embedding": self.t5.encode([prompt]).to(torch.bfloat16)}
@@ -119,7 +155,9 @@ class TextEncoderStage(Stage):
 
 class DiTStepStage(Stage):
     """One guided evaluation x0 = cond + g (cond - uncond), EDM-preconditioned in bf16. With the Video2World
-    condition (clean latent, its augmented copy, how many latent frames are given) each branch is conditioned."""
+    condition (clean latent, its augmented copy, how many latent frames are given) each branch is conditioned.
+    Speed (models/dit_speed.py): attention kernel, compiled blocks warmed at load, FP8 in `fp8` mode; the step
+    cache of request `session` skips block evaluations when `cache_threshold` > 0 (0: exact)."""
 
     kind = "dit_step"
     inputs = (
@@ -132,19 +170,40 @@ class DiTStepStage(Stage):
         Io("gt_latent", "BF16", LATENT, optional=True),
         Io("augment_latent", "FP32", LATENT, optional=True),
         Io("num_condition_frames", "INT32", optional=True),
+        Io("session", "INT64", optional=True),
+        Io("cache_threshold", "FP32", optional=True),
+        Io("final", "BOOL", optional=True),
     )
-    outputs = (Io("x0", "BF16", LATENT),)
+    outputs = (Io("x0", "BF16", LATENT), Io("cache_skipped", "INT32"))
     params = ("checkpoint",)
 
     def __init__(self, params: Mapping[str, str], device: str) -> None:
         super().__init__(params, device)
+        from cosmos_triton.models.checkpoints import latent_shape, read_dit_checkpoint
         from cosmos_triton.models.dit import load_dit
+        from cosmos_triton.models.dit_speed import DiTSpeed
 
-        self.net = load_dit(Path(params["checkpoint"]), device=device)
+        checkpoint = read_dit_checkpoint(Path(params["checkpoint"]))
+        net = load_dit(checkpoint, device=self.load_device)
+        compile_blocks = {"on": True, "off": False}.get(params.get("compile", "auto"), device.startswith("cuda"))
+        if self.memory_settings.offload == "blocks":
+            compile_blocks = False  # the block streamer's hooks run per block: not combined with compiled blocks
+        speed = DiTSpeed(attention=params.get("attention") or "auto", compile=compile_blocks,
+                         fp8=params.get("dit_mode") == "fp8", cache_dir=params.get("compile_cache_dir") or None)
+        self.net = speed.apply(net)
+        self.hold(net)
+        if compile_blocks:  # compile and autotune now, before the server reports ready, never in a request
+            envelope = checkpoint.envelope  # warm: every accepted size, or the default one (others then run eager)
+            sizes = envelope.resolutions if params.get("warm", "all") == "all" else [
+                (envelope.defaults["height"], envelope.defaults["width"])]
+            shapes = {latent_shape(n, h, w) for n in envelope.num_video_frames for h, w in sizes}
+            with self.memory.call():
+                speed.warm_up(self.net, sorted(shapes))
 
-    def __call__(self, x: Any, sigma: Any, cond: Any, uncond: Any, guidance: float, fps: float,
-                 gt_latent: Any = None, augment_latent: Any = None,
-                 num_condition_frames: int | None = None) -> dict[str, Any]:
+    def run(self, x: Any, sigma: Any, cond: Any, uncond: Any, guidance: float, fps: float,
+            gt_latent: Any = None, augment_latent: Any = None, num_condition_frames: int | None = None,
+            session: int | None = None, cache_threshold: float | None = None,
+            final: bool | None = None) -> dict[str, Any]:
         from cosmos_triton.diffusion.conditioning import VideoCondition
         from cosmos_triton.diffusion.guidance import guided_x0
 
@@ -153,7 +212,9 @@ class DiTStepStage(Stage):
             if augment_latent is None or num_condition_frames is None:
                 raise ValueError("gt_latent needs augment_latent and num_condition_frames")
             condition = VideoCondition.from_parts(gt_latent, augment_latent, int(num_condition_frames))
-        return {"x0": guided_x0(self.net, x, sigma, cond, uncond, float(guidance), float(fps), condition)}
+        with self.net.step(session or 0, float(cache_threshold or 0.0), bool(final)) as step:
+            x0 = guided_x0(self.net, x, sigma, cond, uncond, float(guidance), float(fps), condition)
+        return {"x0": x0, "cache_skipped": step.skipped}
 
 
 class TokenizerEncoderStage(Stage):
@@ -169,9 +230,9 @@ class TokenizerEncoderStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
 
-        self.tokenizer = CosmosVideoTokenizer(Path(params["tokenizer_dir"]), device)
+        self.tokenizer = self.hold(CosmosVideoTokenizer(Path(params["tokenizer_dir"]), self.load_device))
 
-    def __call__(self, condition_frames: Any, num_video_frames: int) -> dict[str, Any]:
+    def run(self, condition_frames: Any, num_video_frames: int) -> dict[str, Any]:
         from cosmos_triton.media.visual_input import condition_clip
 
         clip = condition_clip(condition_frames.to(self.device), int(num_video_frames))
@@ -191,9 +252,9 @@ class TokenizerDecoderStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
 
-        self.tokenizer = CosmosVideoTokenizer(Path(params["tokenizer_dir"]), device)
+        self.tokenizer = self.hold(CosmosVideoTokenizer(Path(params["tokenizer_dir"]), self.load_device))
 
-    def __call__(self, latent: Any) -> dict[str, Any]:
+    def run(self, latent: Any) -> dict[str, Any]:
         from cosmos_triton.models.tokenizer import frames_to_uint8
 
         return {"video": frames_to_uint8(self.tokenizer.decode(latent))}
@@ -211,9 +272,9 @@ class VideoGuardrailStage(Stage):
         super().__init__(params, device)
         from cosmos_triton.guardrail.runner import VideoGuardrail
 
-        self.guardrail = VideoGuardrail(Path(params["guardrail_dir"]), device)
+        self.guardrail = self.hold(VideoGuardrail(Path(params["guardrail_dir"]), self.load_device))
 
-    def __call__(self, video: Any) -> dict[str, Any]:
+    def run(self, video: Any) -> dict[str, Any]:
         # the original runs both filters on the uint8 host array: the one device->host copy of the frames
         return {"video": self.guardrail(as_uint8_frames(video))}
 
@@ -226,7 +287,7 @@ class Mp4EncoderStage(Stage):
     outputs = (Io("mp4", "STRING", binary=True),)
     gpu = False
 
-    def __call__(self, video: Any, fps: int) -> dict[str, Any]:
+    def run(self, video: Any, fps: int) -> dict[str, Any]:
         from cosmos_triton.media.mp4 import encode_mp4
 
         return {"mp4": encode_mp4(as_uint8_frames(video), int(fps))}

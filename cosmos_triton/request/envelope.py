@@ -148,6 +148,11 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
         raise RequestError("guidance", f"{values['guidance']!r} is out of range; accepted: numbers in [{lo}, {hi}]")
     out["guidance"] = float(np.float32(guidance))  # FP32 on the wire: in-process runs round the same way
     out["fps"] = _int_in_range("fps", values["fps"], *envelope.fps)
+    threshold = values.get("cache_threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise RequestError("cache_threshold", f"{threshold!r} is not accepted; accepted: numbers in [0, 1] "
+                           "(0: exact, no step cache)")
+    out["cache_threshold"] = float(np.float32(threshold))
     frames = values["num_video_frames"]
     if isinstance(frames, bool) or not float(frames).is_integer() or int(frames) not in envelope.num_video_frames:
         accepted = list(envelope.num_video_frames)

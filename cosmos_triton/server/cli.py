@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from cosmos_triton.deployment import ServeSettings, ServingOptions
+from cosmos_triton.deployment import DIT_MODES, OFFLOAD_GROUPS, ModelOptions, ServeSettings, ServingOptions
 from cosmos_triton.server.install import TRITONSERVER_ENV, ServerError
 from cosmos_triton.server.process import EXIT_TIMEOUT_S, ServerHandle, start_server
 from cosmos_triton.server.supervisor import Supervisor, serve_health
@@ -45,6 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name in CHECKPOINT_FLAGS.items():
         ckpt.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, default=getattr(defaults, name),
                           help=f"default: {getattr(defaults, name)}")
+    memory = parser.add_argument_group("memory (the original's offload flags: weights in pinned host memory, moved "
+                                       "to the GPU for each request, never re-read from disk)")
+    for group in OFFLOAD_GROUPS:
+        memory.add_argument(f"--offload_{group}", action="store_true")
+    memory.add_argument("--dit_offload", choices=["stage", "blocks"], default="",
+                        help="blocks: stream the DiT's transformer blocks from host memory during each pass")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--dit_mode", choices=DIT_MODES, default="exact",
+                       help="exact: the original's bf16 math; fp8: FP8 GEMMs in the DiT blocks (Hopper)")
+    speed.add_argument("--attention", choices=["auto", "sdpa", "cudnn", "fa3"], default="auto",
+                       help="auto: FlashAttention-3 when installed on Hopper, else SDPA (cuDNN)")
+    speed.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                       help="compile the DiT blocks at load (auto: on a GPU)")
+    speed.add_argument("--warm", choices=["all", "default"], default="all",
+                       help="compile at load for every accepted resolution or only the default one")
+    speed.add_argument("--compile_cache_dir", default=str(Path.home() / ".cache" / "cosmos-triton" / "compile"),
+                       help="compiled kernels kept across restarts")
     serving = ServingOptions()
     srv = parser.add_argument_group("serving")
     srv.add_argument("--address", default="127.0.0.1",
@@ -89,6 +106,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(**{name: getattr(args, flag) for flag, name in CHECKPOINT_FLAGS.items()}).resolved()
+
+
+def models_from_args(args: argparse.Namespace) -> ModelOptions:
+    offload = frozenset(group for group in OFFLOAD_GROUPS if getattr(args, f"offload_{group}"))
+    return ModelOptions(offload=offload, dit_offload=args.dit_offload, dit_mode=args.dit_mode, attention=args.attention,
+                        compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm)
 
 
 def serving_from_args(args: argparse.Namespace) -> ServingOptions:
@@ -156,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handle = start_server(
             settings, args.model_repository, http_port=args.http_port, grpc_port=args.grpc_port,
             metrics_port=args.metrics_port, address=args.address, serving=serving_from_args(args),
+            models=models_from_args(args),
             admin_key=args.admin_key, log_file=args.log_file, echo=sys.stdout, log_verbose=args.log_verbose,
             exit_timeout_s=args.exit_timeout, extra_args=extra, tritonserver=args.tritonserver,
         )

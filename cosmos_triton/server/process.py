@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from cosmos_triton.backend.internal import TOKEN_ENV
-from cosmos_triton.deployment import ServeSettings, ServingOptions
+from cosmos_triton.deployment import ModelOptions, ServeSettings, ServingOptions
 from cosmos_triton.server.install import (
     ServerError,
     TritonInstall,
@@ -303,6 +303,7 @@ def start_server(
     metrics_port: int = 8002,
     address: str = "127.0.0.1",
     serving: ServingOptions | None = None,
+    models: ModelOptions | None = None,
     admin_key: str | None = None,
     log_file: str | Path | None = None,
     echo: TextIO | None = None,
@@ -324,7 +325,7 @@ def start_server(
     try:
         if model_repository is None:
             # Render the configs for these checkpoints (their envelope is what clients read) beside the model code.
-            repository = write_repository(workdir / "model_repository", settings, options=serving)
+            repository = write_repository(workdir / "model_repository", settings, options=serving, models=models)
         else:
             repository = Path(model_repository).expanduser().resolve()
             if not repository.is_dir():

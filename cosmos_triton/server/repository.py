@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cosmos_triton.deployment import ServeSettings, ServingOptions
+from cosmos_triton.deployment import ModelOptions, ServeSettings, ServingOptions
 from cosmos_triton.pipeline.catalog import ENTRY_STAGES, ModelSpec, envelope_json, served_model_types, stage_models
 from cosmos_triton.pipeline.io import Io
 from cosmos_triton.pipeline.model_types import MODEL_TYPES, OUTPUTS, PROGRESS_OUTPUTS, ModelType
@@ -80,17 +80,18 @@ def entry_config(model_type: ModelType, streaming: bool, envelope: str, options:
 
 
 def render_configs(settings: ServeSettings, model_types: tuple[ModelType, ...] | None = None,
-                   options: ServingOptions | None = None) -> dict[str, str]:
+                   options: ServingOptions | None = None, models: ModelOptions | None = None) -> dict[str, str]:
     """model name -> config.pbtxt text, for the given entry points' model types (default: those served)."""
-    return {name: text for name, (text, _) in render_models(settings, model_types, options).items()}
+    return {name: text for name, (text, _) in render_models(settings, model_types, options, models).items()}
 
 
 def render_models(settings: ServeSettings, model_types: tuple[ModelType, ...] | None = None,
-                  options: ServingOptions | None = None) -> dict[str, tuple[str, str]]:
+                  options: ServingOptions | None = None,
+                  models: ModelOptions | None = None) -> dict[str, tuple[str, str]]:
     """model name -> (config.pbtxt text, model.py text)."""
     model_types = served_model_types(settings) if model_types is None else model_types
     options = options or ServingOptions()
-    specs = stage_models(settings)
+    specs = stage_models(settings, models)
     configs: dict[str, mc.ModelConfig] = {}
     code: dict[str, str] = {}
     for model_type in model_types:
@@ -104,11 +105,11 @@ def render_models(settings: ServeSettings, model_types: tuple[ModelType, ...] | 
 
 
 def write_repository(out: Path, settings: ServeSettings, model_types: tuple[ModelType, ...] | None = None,
-                     options: ServingOptions | None = None) -> Path:
+                     options: ServingOptions | None = None, models: ModelOptions | None = None) -> Path:
     """Render every model (config.pbtxt and its one-line model.py) into `out`: the repository needs nothing from
     the source tree, so an installed package serves as well as a checkout."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, (config, code) in render_models(settings, model_types, options).items():
+    for name, (config, code) in render_models(settings, model_types, options, models).items():
         version = out / name / "1"
         version.mkdir(parents=True, exist_ok=True)
         (out / name / "config.pbtxt").write_text(config)

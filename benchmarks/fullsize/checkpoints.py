@@ -154,9 +154,11 @@ def write_aegis(guardrail: Path, device: str, tiny: bool) -> None:
     base = hub_snapshot(guardrail / AEGIS_DIR, LLAMAGUARD_REPO)
     adapter = hub_snapshot(guardrail / AEGIS_DIR, AEGIS_ADAPTER_REPO)
     small = json.loads((base / "config.json").read_text())
-    config = LlamaConfig(**{**small, **({} if tiny else {  # meta-llama/LlamaGuard-7b = Llama-2-7B
-        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-        "num_key_value_heads": 32, "vocab_size": 32000})})
+    if not tiny:  # meta-llama/LlamaGuard-7b = Llama-2-7B; head_dim derives from the width (the small one states 2)
+        small.pop("head_dim", None)
+        small |= {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                  "num_key_value_heads": 32, "vocab_size": 32000}
+    config = LlamaConfig(**small)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model = _materialise(model, device, torch.bfloat16)
@@ -192,6 +194,10 @@ def write_video_safety(guardrail: Path, device: str, tiny: bool) -> None:
     for weights in snapshot.glob("*.safetensors"):
         weights.unlink()
     _save_hf(model, snapshot)
+    if not tiny:  # the processor resizes to the model's input size
+        processor = json.loads((snapshot / "preprocessor_config.json").read_text())
+        processor["size"] = {"height": 384, "width": 384}
+        (snapshot / "preprocessor_config.json").write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
     head = build_classifier(config.vision_config.hidden_size, seed=0)  # votes "Safe": the video passes
     torch.save({"model": head.state_dict()}, guardrail / VIDEO_SAFETY_DIR / CHECKPOINT_FILE)
     _log(f"SigLIP: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters")

@@ -129,10 +129,18 @@ class VideoContentSafetyFilter:
             return [None]
 
     def check(self, frames: np.ndarray) -> GuardrailResult:
+        """The first unsafe frame blocks, as in the original. Unlike the original, which skips a frame the
+        classifier fails on, such a frame also blocks (after the rest are checked): a frame nothing looked at has
+        not passed the guardrail."""
+        unchecked = None
         for start in range(0, len(frames), self.batch_size):
             classes = self._classify_batch(frames[start : start + self.batch_size], start)
             for index, cls in enumerate(classes, start):
-                if cls is not None and cls != SAFE_CLASS:
+                if cls is None:
+                    unchecked = index if unchecked is None else unchecked
+                elif cls != SAFE_CLASS:
                     name = CLASS_NAMES[cls] if 0 <= cls < len(CLASS_NAMES) else "Unknown"
                     return GuardrailResult(safe=False, guardrail=NAME, message=f"frame {index} classified as {name}")
+        if unchecked is not None:
+            return GuardrailResult(safe=False, guardrail=NAME, message=f"frame {unchecked} could not be classified")
         return GuardrailResult(safe=True, guardrail=NAME)

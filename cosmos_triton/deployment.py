@@ -110,6 +110,7 @@ class ModelOptions:
     """
 
     offload: frozenset[str] = frozenset()
+    offload_mode: str = "stage"  # how the offload groups hold their weights: per call (stage) or streamed (blocks)
     dit_offload: str = ""
     dit_mode: str = "exact"
     attention: str = "auto"
@@ -121,4 +122,4 @@ class ModelOptions:
         if stage_model in OFFLOAD_GROUPS["diffusion_transformer"] and self.dit_offload:
             return self.dit_offload
         groups = [g for g in self.offload if stage_model in OFFLOAD_GROUPS[g]]
-        return "stage" if groups else "none"
+        return self.offload_mode if groups else "none"

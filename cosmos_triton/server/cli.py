@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "to the GPU for each request, never re-read from disk)")
     for group in OFFLOAD_GROUPS:
         memory.add_argument(f"--offload_{group}", action="store_true")
+    memory.add_argument("--offload_mode", choices=["stage", "blocks"], default="stage",
+                        help="how the offloaded stages hold their weights: uploaded per call, or streamed block by "
+                        "block (transformer layers of T5, LlamaGuard, the upsamplers, the DiT)")
     memory.add_argument("--dit_offload", choices=["stage", "blocks"], default="",
                         help="blocks: stream the DiT's transformer blocks from host memory during each pass")
     speed = parser.add_argument_group("speed")
@@ -110,7 +113,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def models_from_args(args: argparse.Namespace) -> ModelOptions:
     offload = frozenset(group for group in OFFLOAD_GROUPS if getattr(args, f"offload_{group}"))
-    return ModelOptions(offload=offload, dit_offload=args.dit_offload, dit_mode=args.dit_mode, attention=args.attention,
+    return ModelOptions(offload=offload, offload_mode=args.offload_mode, dit_offload=args.dit_offload,
+                        dit_mode=args.dit_mode, attention=args.attention,
                         compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm)
 
 

@@ -184,6 +184,12 @@ class DiTStepStage(Stage):
         from cosmos_triton.models.dit_speed import DiTSpeed
 
         checkpoint = read_dit_checkpoint(Path(params["checkpoint"]))
+        if params.get("backend") == "tensorrt":  # a plan built by export/tensorrt_build.py (unverified here)
+            from cosmos_triton.models.tensorrt_engine import load_dit_backend, plan_path
+
+            stage = "dit_v2w" if checkpoint.architecture.model_type == "Video2World" else "dit_t2w"
+            self.net = load_dit_backend(checkpoint, "tensorrt", plan_path(params["plan_dir"], stage), device)
+            return
         net = load_dit(checkpoint, device=self.load_device)
         compile_blocks = {"on": True, "off": False}.get(params.get("compile", "auto"), device.startswith("cuda"))
         if self.memory_settings.offload == "blocks":
@@ -214,6 +220,9 @@ class DiTStepStage(Stage):
             if augment_latent is None or num_condition_frames is None:
                 raise ValueError("gt_latent needs augment_latent and num_condition_frames")
             condition = VideoCondition.from_parts(gt_latent, augment_latent, int(num_condition_frames))
+        if not hasattr(self.net, "step"):  # a TensorRT engine: no step cache
+            x0 = guided_x0(self.net, x, sigma, cond, uncond, float(guidance), float(fps), condition)
+            return {"x0": x0, "cache_skipped": 0}
         with self.net.step(session or 0, float(cache_threshold or 0.0), bool(final)) as step:
             x0 = guided_x0(self.net, x, sigma, cond, uncond, float(guidance), float(fps), condition)
         if x0.is_cuda:  # the GPU work belongs to this call: Triton's compute time then measures it, not the copy

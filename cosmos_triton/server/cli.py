@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: FlashAttention-3 when installed on Hopper, else SDPA (cuDNN)")
     speed.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                        help="compile the DiT blocks at load (auto: on a GPU)")
+    speed.add_argument("--tensorrt_plans", default="",
+                       help="folder of TensorRT plans from export/tensorrt_build.py: the DiT steps run them "
+                       "(needs the tensorrt package; unverified in this project's CI)")
     speed.add_argument("--warm", choices=["all", "default"], default="all",
                        help="compile at load for every accepted resolution or only the default one")
     speed.add_argument("--compile_cache_dir", default=str(Path.home() / ".cache" / "cosmos-triton" / "compile"),
@@ -115,7 +118,8 @@ def models_from_args(args: argparse.Namespace) -> ModelOptions:
     offload = frozenset(group for group in OFFLOAD_GROUPS if getattr(args, f"offload_{group}"))
     return ModelOptions(offload=offload, offload_mode=args.offload_mode, dit_offload=args.dit_offload,
                         dit_mode=args.dit_mode, attention=args.attention,
-                        compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm)
+                        compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm,
+                        tensorrt_plans=args.tensorrt_plans)
 
 
 def serving_from_args(args: argparse.Namespace) -> ServingOptions:

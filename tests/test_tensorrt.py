@@ -164,7 +164,7 @@ def test_build_command_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert spec["profiles"][0]["x"] == [[1, 16, 16, 88, 88], [1, 16, 16, 88, 160], [1, 16, 16, 160, 160]]
     with pytest.raises(SystemExit, match="no export of t5"):
         build_main(["--onnx_dir", str(tmp_path), "--stage", "t5", "--dry_run"])
-    with pytest.raises(SystemExit, match="export.onnx"):
+    with pytest.raises(SystemExit, match=r"export\.onnx"):
         build_main(["--onnx_dir", str(tmp_path / "none"), "--dry_run"])
 
 

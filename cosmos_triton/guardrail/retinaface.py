@@ -236,7 +236,7 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> 
 def load_retinaface(path: Path | str, device: str | torch.device = "cpu") -> RetinaFace:
     """Build the network from a checkpoint (plain or `{"state_dict": ...}`, with or without `module.`), fp32, eval."""
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    sd = strip_module_prefix(raw["state_dict"] if "state_dict" in raw else raw)
+    sd = strip_module_prefix(raw.get("state_dict", raw))
     model = RetinaFace(RetinaFaceDims.from_state_dict(sd))
     load_state_dict_strict(model, sd)
     return model.to(device=device, dtype=torch.float32).eval()

@@ -136,7 +136,7 @@ def original_key_shapes(arch: MistralArchitecture) -> dict[str, tuple[int, ...]]
 
 def unwrap_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The four spellings the original accepts: `{"model": sd}` or bare, keys with or without `model.`."""
-    state_dict = checkpoint["model"] if "model" in checkpoint else checkpoint
+    state_dict = checkpoint.get("model", checkpoint)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if EXTRA_STATE in key:

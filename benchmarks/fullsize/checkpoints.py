@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ def write_dit(out: Path, name: str, device: str, tiny: bool) -> Path:
     return folder
 
 
-def build_vae(tiny: bool) -> torch.nn.Module:
+def build_vae(tiny: bool) -> Any:  # diffusers' AutoencoderKLCosmos
     """CV8x8x8 = diffusers' AutoencoderKLCosmos default configuration; seeded, bf16 (rebuilt identically by the
     diffusers comparison)."""
     from diffusers import AutoencoderKLCosmos
@@ -105,13 +106,13 @@ def write_tokenizer(out: Path, tiny: bool) -> Path:
     return folder
 
 
-def _save_hf(model: torch.nn.Module, folder: Path) -> None:
+def _save_hf(model: Any, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True, max_shard_size="5GB")
     for weights in folder.glob("*.safetensors"):
         weights.chmod(0o644)
 
 
-def _materialise(model: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def _materialise(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Any:
     """Weights of a meta-built model made real on `device` in `dtype`, random N(0, STD) (norms: ones)."""
     model = model.to_empty(device=device).to(dtype)
     g = torch.Generator(device=device).manual_seed(0)
@@ -181,13 +182,13 @@ def write_video_safety(guardrail: Path, device: str, tiny: bool) -> None:
     from export.small_video_safety import build_classifier
 
     snapshot = hub_snapshot(guardrail / VIDEO_SAFETY_DIR, SIGLIP_REPO)
-    small = SiglipConfig.from_pretrained(snapshot)
+    small: Any = SiglipConfig.from_pretrained(snapshot)
     text, vision = small.text_config.to_dict(), small.vision_config.to_dict()
     if not tiny:  # google/siglip-so400m-patch14-384
         common = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}
         vision |= common | {"image_size": 384, "patch_size": 14}
         text |= common | {"vocab_size": 32000, "max_position_embeddings": 64, "projection_size": 1152}
-    config = SiglipConfig(text_config=text, vision_config=vision)
+    config: Any = SiglipConfig(text_config=text, vision_config=vision)
     with torch.device("meta"):
         model = SiglipModel(config)
     model = _materialise(model, device, torch.float32)

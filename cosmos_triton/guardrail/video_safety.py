@@ -99,7 +99,7 @@ class VideoContentSafetyFilter:
         self.device = device
         self.batch_size = batch_size
         self.encoder = SiglipModel.from_pretrained(snapshot, dtype=torch.float32, local_files_only=True)
-        self.encoder.to(device).eval()
+        self.encoder.to(device).eval()  # type: ignore[arg-type]
         # The original calls SiglipProcessor(images=...), which only runs its image processor. The PIL backend is
         # the one the original used (PIL bicubic resize, then rescale and normalise in numpy), and loading it alone
         # spares the SentencePiece text tokenizer, which nothing here uses.
@@ -121,7 +121,8 @@ class VideoContentSafetyFilter:
     def _classify_batch(self, frames: np.ndarray, first: int) -> list[int | None]:
         """Classes of one batch; if the batch fails, frame by frame, with None for a frame that raises."""
         try:
-            return self.classify(frames)
+            classes: list[int | None] = list(self.classify(list(frames)))
+            return classes
         except Exception:
             if len(frames) > 1:
                 return [self._classify_batch(frames[i : i + 1], first + i)[0] for i in range(len(frames))]

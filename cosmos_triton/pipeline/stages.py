@@ -7,7 +7,7 @@ Heavy libraries are imported inside each stage's constructor, so a process impor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -74,8 +74,8 @@ class Stage:
         with self.memory.call(hint):
             return self.run(**inputs)
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        raise NotImplementedError
+    # Each stage's pure function: keyword arguments named as its `inputs`, a dict named as its `outputs`.
+    run: Callable[..., dict[str, Any]]
 
 
 class TextGuardrailStage(Stage):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -191,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_key=args.admin_key, log_file=args.log_file, echo=sys.stdout, log_verbose=args.log_verbose,
             exit_timeout_s=args.exit_timeout, extra_args=extra, tritonserver=args.tritonserver,
         )
-        print(f"[cosmos-triton] starting {handle.process.args[0]} (pid {handle.process.pid}) with "
+        program = os.fsdecode(next(iter(handle.process.args)))  # type: ignore[arg-type]  # Popen was given a list
+        print(f"[cosmos-triton] starting {program} (pid {handle.process.pid}) with "
               f"{json.dumps(asdict(settings))}", flush=True)
         code = _serve(handle, args, stop_requested)
         if code is not None:

@@ -303,4 +303,4 @@ class Text2WorldPromptUpsampler:
 
     def upsample(self, prompt: str, seed: int) -> str:
         ids = self.generate_ids(self.prompt_ids(prompt), seed)
-        return clean_text(self.tokenizer.decode(ids, skip_special_tokens=False))
+        return clean_text(str(self.tokenizer.decode(ids, skip_special_tokens=False)))

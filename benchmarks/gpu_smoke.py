@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from client import text2world as client  # noqa: E402
-from client import video2world as v2w_client  # noqa: E402
-from cosmos_triton.media.mp4 import decode_mp4, encode_mp4, probe_mp4  # noqa: E402
-from cosmos_triton.server import running_server  # noqa: E402
-from cosmos_triton.settings import ServeSettings  # noqa: E402
-from export.make_small_checkpoints import make_small_checkpoints  # noqa: E402
-from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR  # noqa: E402
+from cosmos_triton.client import text2world as client
+from cosmos_triton.client import video2world as v2w_client
+from cosmos_triton.deployment import ServeSettings
+from cosmos_triton.media.mp4 import probe_mp4
+from cosmos_triton.server import running_server
+from export.make_small_checkpoints import make_small_checkpoints
+from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
 
 PROMPT = "A sleek, humanoid robot stands in a vast warehouse filled with neatly stacked cardboard boxes."
 
@@ -81,20 +81,20 @@ def main() -> int:
 
     import torch
 
-    from cosmos_triton.pipeline import Text2WorldPipeline
+    from cosmos_triton.pipeline.inprocess import InProcessStages, Pipeline
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD
 
-    pipe = Text2WorldPipeline.from_settings(settings, device="cuda:0")
+    pipe = Pipeline(TEXT2WORLD, InProcessStages(settings, device="cuda:0"))
     times = []
     for _ in range(args.runs + 1):
         torch.cuda.synchronize()
         t = time.monotonic()
-        frames = pipe(prompt=PROMPT, seed=1)
+        generation = pipe(prompt=PROMPT, seed=1)
         torch.cuda.synchronize()
         times.append(round(time.monotonic() - t, 3))
     result["in_process_latency_s"] = times[1:]
     result["in_process_peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    result["served_frames_equal_in_process"] = bool((decode_mp4(served)[0] == decode_mp4(encode_mp4(frames, 24))[0])
-                                                    .all())
+    result["served_frames_equal_in_process"] = served == generation.video
     text = log.read_text(errors="replace")
     result["stage_inputs"] = re.findall(r"(\w+: inputs .*)", text)
     result["instances"] = sorted(set(re.findall(r"ModelInstanceInitialize: (\S+ \((?:CPU|GPU)[^)]*\))", text)))

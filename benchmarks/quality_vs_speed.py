@@ -6,8 +6,9 @@
 For each oracle caption (seen colour x direction pairs) the exact output (35 steps, guidance 7, default negative
 prompt, the caption's fixed seed) is the reference; every mode is compared with it: PSNR and SSIM of the frames,
 colour and direction accuracy (cosmos_triton.synthetic.metrics), seconds per video. Modes: fewer sampling steps;
---modes names entries of cosmos_triton.synthetic.speed_quality.MODE_FACTORIES (FP8, step caching), reported as
-unavailable until they exist. Prints a markdown table and writes the numbers as JSON.
+--modes names entries of cosmos_triton.synthetic.speed_quality.MODE_FACTORIES (fp8: FP8 GEMMs in the DiT blocks,
+torch._scaled_mm, which also runs on CPU; step_cache: the per-request step cache at threshold 0.1). Prints a
+markdown table and writes the numbers as JSON.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cosmos_triton.settings import ServeSettings  # noqa: E402
-from cosmos_triton.synthetic.generation import load_text2world  # noqa: E402
-from cosmos_triton.synthetic.oracle import oracle_cases, select  # noqa: E402
-from cosmos_triton.synthetic.speed_quality import MODE_FACTORIES, compare, fewer_steps, markdown_table  # noqa: E402
-from export.make_small_checkpoints import make_small_checkpoints, trained_components  # noqa: E402
-from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR  # noqa: E402
+from cosmos_triton.deployment import ServeSettings
+from cosmos_triton.synthetic.generation import load_text2world
+from cosmos_triton.synthetic.oracle import oracle_cases, select
+from cosmos_triton.synthetic.speed_quality import MODE_FACTORIES, compare, fewer_steps, markdown_table
+from export.make_small_checkpoints import make_small_checkpoints, trained_components
+from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
 
 
 def spread_cases(n: int) -> list:

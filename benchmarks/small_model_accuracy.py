@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cosmos_triton.settings import ServeSettings  # noqa: E402
-from cosmos_triton.synthetic.generation import load_text2world, load_video2world  # noqa: E402
-from cosmos_triton.synthetic.metrics import adherence, psnr  # noqa: E402
-from cosmos_triton.synthetic.oracle import oracle_cases, score, select, summarise  # noqa: E402
-from cosmos_triton.synthetic.render import render_clip  # noqa: E402
-from cosmos_triton.synthetic.scenes import oracle_scene  # noqa: E402
-from export.make_small_checkpoints import make_small_checkpoints, trained_components  # noqa: E402
-from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR  # noqa: E402
+from cosmos_triton.deployment import ServeSettings
+from cosmos_triton.synthetic.generation import load_text2world, load_video2world
+from cosmos_triton.synthetic.metrics import adherence, psnr
+from cosmos_triton.synthetic.oracle import oracle_cases, score, select, summarise
+from cosmos_triton.synthetic.render import render_clip
+from cosmos_triton.synthetic.scenes import oracle_scene
+from export.make_small_checkpoints import make_small_checkpoints, trained_components
+from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
 
 
 def table(summaries: dict[str, dict]) -> str:

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from client import text2world as client
+from cosmos_triton.client import text2world as client
+from cosmos_triton.deployment import ServeSettings
 from cosmos_triton.server import running_server
-from cosmos_triton.settings import ServeSettings
 
 DEMO_PROMPT = "A red ball moving to the right on a striped background."
 # The seed README's Text2World example prompt.

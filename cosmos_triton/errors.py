@@ -27,3 +27,12 @@ class Cancelled(Exception):
 
 class InternalOnly(PermissionError):
     """A direct call of an internal stage: only the entry points may call it."""
+
+
+class StageRefused(Exception):
+    """A stage answered a call with INVALID_ARG (a guardrail block, an undecodable input): the entry point passes
+    its message on unchanged."""
+
+
+class StageFailed(Exception):
+    """A stage failed (INTERNAL or UNAVAILABLE); its message is already fit for a client (no paths, no traces)."""

@@ -25,10 +25,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
+from cosmos_triton.deployment import DEFAULT_T2W_UPSAMPLER_DIR, DEFAULT_V2W_UPSAMPLER_DIR
 from cosmos_triton.guardrail.common import AEGIS_DIR, BLOCKLIST_DIR, FACE_BLUR_DIR, GUARDRAIL_DIR, VIDEO_SAFETY_DIR
 from cosmos_triton.models.checkpoints import T5_DIR, TOKENIZER_DIR
 from cosmos_triton.request.envelope import SMALL_ENVELOPE, SMALL_V2W_ENVELOPE
-from cosmos_triton.settings import DEFAULT_T2W_UPSAMPLER_DIR, DEFAULT_V2W_UPSAMPLER_DIR
 from export.small_aegis import write_small_aegis
 from export.small_blocklist import write_small_blocklist
 from export.small_dit import SMALL_DIT_DIR, SMALL_V2W, SMALL_V2W_DIT_DIR, write_small_dit

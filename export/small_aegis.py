@@ -1,4 +1,5 @@
-"""Write a tiny LlamaGuard + Aegis LoRA adapter into an `aegis/` hub cache, built offline (formats doc §3.2, §5).
+"""Write a tiny LlamaGuard + Aegis LoRA adapter into an `aegis/` hub cache, built offline.
+See docs/FORMATS.md, Guardrail folder and Aegis.
 
 Layout, as the real Cosmos-1.0-Guardrail folder (a Hugging Face hub cache, not a model folder):
     aegis/models--meta-llama--LlamaGuard-7b/{refs/main, snapshots/<sha>/{config.json, generation_config.json,

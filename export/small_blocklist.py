@@ -9,8 +9,8 @@
 <dir>/nltk_data/corpora/wordnet/            Debian's WordNet 3.0 database + a `lexnames` file (for WordNetLemmatizer)
 <dir>/nltk_data/tokenizers/punkt_tab/english/  four empty files: an untrained Punkt model (for nltk.word_tokenize)
 
-The word lists are made up for tests; each word exercises one rule of the blocklist (reference §7.1).
-NLTK cannot download anything here, so its data is assembled from Debian packages (DESIGN.md, "Pitfalls").
+The word lists are made up for tests; each word exercises one rule of the blocklist (docs/FORMATS.md, Blocklist).
+NLTK cannot download anything here, so its data is assembled from Debian packages (docs/FORMATS.md, Blocklist).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A small DiT checkpoint in the original Cosmos-1.0 key layout (`net.` prefix, `blocks.block{i}.blocks.{0,1,2}`).
 
 The weights are seeded random tensors with fan-in scaling, written by key from the same key/shape specification
-the loader checks against (reference §2.2), so the real loader serves it unchanged.
+the loader checks against (docs/MATH.md, Checkpoint keys), so the real loader serves it unchanged.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Write a narrow RetinaFace-ResNet-50 as `face_blur_filter/Resnet50_Final.pth` (formats doc §4).
+"""Write a narrow RetinaFace-ResNet-50 as `face_blur_filter/Resnet50_Final.pth` (docs/FORMATS.md, RetinaFace).
 
 Same key names and layout as the real file: a flat dict, every key prefixed with `module.` (it was saved from
 DataParallel), `num_batches_tracked` included, fp32. Only the widths are small: ResNet stem/base width 8

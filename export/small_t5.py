@@ -1,4 +1,4 @@
-"""Write a tiny T5 encoder checkpoint in Hugging Face format, built offline (reference §5).
+"""Write a tiny T5 encoder checkpoint in Hugging Face format, built offline (docs/MATH.md, Text encoder).
 
 The model is `transformers.T5EncoderModel` with d_model = 1024 (the width the DiT cross-attention expects, as in
 t5-11b) but one-digit everything else. The tokenizer is a T5 Unigram tokenizer (`T5TokenizerFast`) whose vocabulary

@@ -1,4 +1,5 @@
-"""Write a tiny Text2World prompt upsampler in the original checkpoint layout, built offline (formats doc §1).
+"""Write a tiny Text2World prompt upsampler in the original checkpoint layout, built offline.
+See docs/FORMATS.md, Text2World upsampler.
 
 <out_dir>/model.pt      bf16 tensors under the original Cosmos names (`tok_embeddings`, `layers.N.attention.wq`, ...),
                         q/k in the original interleaved (complex-pair) RoPE layout

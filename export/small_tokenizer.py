@@ -1,4 +1,4 @@
-"""Write a tiny CV8x8x8-compatible tokenizer: `encoder.jit`, `decoder.jit`, `mean_std.pt` (reference §3).
+"""Write a tiny CV8x8x8-compatible tokenizer: `encoder.jit`, `decoder.jit`, `mean_std.pt` (docs/MATH.md, Tokenizer).
 
 The network is diffusers' `AutoencoderKLCosmos` with the real interface (3 -> 16 latent channels, haar patch 4,
 8x spatial / 8x temporal compression, causal) but 8-channel blocks, randomly initialised and stored in bf16. The

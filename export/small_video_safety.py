@@ -1,4 +1,5 @@
-"""Write a tiny SigLIP + safety classifier into a `video_content_safety_filter/` folder (formats doc §3.2, §3.3).
+"""Write a tiny SigLIP + safety classifier into a `video_content_safety_filter/` folder.
+See docs/FORMATS.md, Guardrail folder and Video content safety.
 
 Layout, as the real Cosmos-1.0-Guardrail folder:
     video_content_safety_filter/safety_filter.pt      {"model": state_dict}, keys network.layers.{0,1,3,4,6}.*

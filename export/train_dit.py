@@ -28,6 +28,7 @@ an infinite gradient).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,7 +240,7 @@ def train_dit(model: torch.nn.Module, arch: DiTArchitecture, cfg: DiTTrainConfig
             checkpoint(ema_state())
             last_ckpt = time.monotonic()
     sums, counts = bins.tolist()
-    pairs = zip(SIGMA_BIN_EDGES[:-1], SIGMA_BIN_EDGES[1:], strict=True)
+    pairs = itertools.pairwise(SIGMA_BIN_EDGES)
     labels = [f"<{SIGMA_BIN_EDGES[0]}", *(f"{a}-{b}" for a, b in pairs), f">={SIGMA_BIN_EDGES[-1]}"]
     summary = {"steps": step, "seconds": round(time.monotonic() - start, 1), "curve": curve,
                "samples_seen": step * cfg.batch,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_triton.settings import ServeSettings
+from cosmos_triton.deployment import ServeSettings
 from export.make_small_checkpoints import make_small_checkpoints
 from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
 
@@ -19,17 +19,27 @@ def small_settings() -> ServeSettings:
 
 
 @pytest.fixture(scope="session")
-def pipeline(small_settings):
-    from cosmos_triton.pipeline import Text2WorldPipeline
+def stages(small_settings):
+    """The stage objects, loaded once and shared by both in-process pipelines (as the server shares its stages)."""
+    from cosmos_triton.pipeline.inprocess import InProcessStages
 
-    return Text2WorldPipeline.from_settings(small_settings)
+    return InProcessStages(small_settings)
 
 
 @pytest.fixture(scope="session")
-def v2w_pipeline(small_settings):
-    from cosmos_triton.pipeline import Video2WorldPipeline
+def pipeline(stages):
+    from cosmos_triton.pipeline.inprocess import Pipeline
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD
 
-    return Video2WorldPipeline.from_settings(small_settings)
+    return Pipeline(TEXT2WORLD, stages)
+
+
+@pytest.fixture(scope="session")
+def v2w_pipeline(stages):
+    from cosmos_triton.pipeline.inprocess import Pipeline
+    from cosmos_triton.pipeline.model_types import VIDEO2WORLD
+
+    return Pipeline(VIDEO2WORLD, stages)
 
 
 @pytest.fixture(scope="session")

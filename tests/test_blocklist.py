@@ -1,4 +1,4 @@
-"""The text blocklist (reference §7.1) against the small blocklist folder: one case (or more) per rule."""
+"""The text blocklist (docs/FORMATS.md, Blocklist) against the small blocklist folder: one case (or more) per rule."""
 
 from __future__ import annotations
 
@@ -119,5 +119,41 @@ def test_small_blocklist_layout(blocklist_dir):
 
 
 def test_check_system_names_the_apt_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install .*wordnet-base wordnet-sense-index"):
+    with pytest.raises(FileNotFoundError, match=r"apt-get install .*wordnet-base wordnet-sense-index"):
         check_system(tmp_path)
+
+
+# -- beyond the original: look-alikes, joined and spelled-out words (guardrail.normalise) ----------------------
+
+
+@pytest.mark.parametrize("prompt", [
+    "ｇｏｒｅ in a park",  # full-width: NFKC
+    "g\u043ere in a park",  # Cyrillic o: confusables
+    "\u0261\u043er\u0435 in a park",  # Latin script g, Cyrillic o and ie
+    "g\u01d2re in a park",  # o with caron: accents stripped
+    "g\u200bo\u200dre",  # zero-width space and joiner inside the word
+    "a nerve-gas attack", "a nerve_gas attack", "a nerve.gas attack",  # joined phrase
+    "g.o.r.e", "G O R E", "g-o-r-e",  # spelled out
+])
+def test_look_alikes_and_rejoined_words_are_blocked(blocklist, prompt):
+    assert blocked(blocklist, prompt)
+
+
+@pytest.mark.parametrize("prompt", [
+    "A robot walks through a warehouse full of boxes.", "e-mail me a state-of-the-art robot",
+    "I am a U S soldier", "A café on the Champs-Élysées", "Ａ ｒｏｂｏｔ",
+])
+def test_normalisation_does_not_block_benign_prompts(blocklist, prompt):
+    assert_safe(blocklist, prompt)
+
+
+def test_fold_and_variants_against_hand_written_spellings():
+    from cosmos_triton.guardrail.normalise import fold, variants
+
+    assert fold("ｇｏｒｅ") == "gore"
+    assert fold("g\u043ere") == "gore"
+    assert fold("Caf\u00e9 \u00c9lys\u00e9es") == "Cafe Elysees"
+    assert fold("a\u200bb") == "ab"
+    assert variants("nerve-gas") == ["nerve-gas", "nerve gas"]
+    assert variants("g.o.r.e") == ["g.o.r.e", "g o r e", "gore"]
+    assert variants("plain text") == ["plain text"]  # nothing to fold: only the prompt itself is checked

@@ -1,5 +1,5 @@
-"""Face blur (reference §7.4, formats doc §4): the post-processing chain on constructed network outputs, the
-cv2-equivalent pixelation, priors, NMS, the network's key layout and the checkpoint loader."""
+"""Face blur (docs/FORMATS.md, RetinaFace and Face pixelation): the post-processing chain on constructed network
+outputs, the cv2-equivalent pixelation, priors, NMS, the network's key layout and the checkpoint loader."""
 
 from __future__ import annotations
 

@@ -1,54 +1,92 @@
-"""The committed model_repository is exactly what the one source of truth generates, and its wiring is closed."""
+"""The committed model_repository is what the one source generates, and the flow's stage calls match the stages'
+declared inputs and outputs (what Triton will check on the server)."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
 import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
-from cosmos_triton.server.repository import (
-    ENSEMBLES,
-    REPOSITORY_DIR,
-    STAGES,
-    TEXT2WORLD_OUTPUTS,
-    TEXT2WORLD_STEPS,
-    VIDEO2WORLD_STEPS,
-    render_configs,
-)
-from cosmos_triton.settings import ServeSettings
+from cosmos_triton.deployment import ServeSettings, ServingOptions
+from cosmos_triton.pipeline.catalog import ENTRY_STAGES, served_model_types, stage_models
+from cosmos_triton.pipeline.flow import generate
+from cosmos_triton.pipeline.model_types import MODEL_TYPES, TEXT2WORLD, VIDEO2WORLD
+from cosmos_triton.server.repository import HEADER, REPOSITORY_DIR, render_configs, render_models
 
 
-def test_committed_configs_are_generated():
-    configs = render_configs(ServeSettings(), tuple(ENSEMBLES))
-    for name, text in configs.items():
-        assert (REPOSITORY_DIR / name / "config.pbtxt").read_text() == text, (
+def test_committed_repository_is_generated():
+    models = render_models(ServeSettings(), tuple(MODEL_TYPES.values()))
+    for name, (config, code) in models.items():
+        assert (REPOSITORY_DIR / name / "config.pbtxt").read_text() == config, (
             f"{name}/config.pbtxt is stale: run `make repository`")
-        assert (REPOSITORY_DIR / name / "1").is_dir()
-    assert {p.parent.name for p in REPOSITORY_DIR.glob("*/config.pbtxt")} == set(configs)
+        assert (REPOSITORY_DIR / name / "1" / "model.py").read_text() == code
+    assert {p.parent.name for p in REPOSITORY_DIR.glob("*/config.pbtxt")} == set(models)
 
 
-@pytest.mark.parametrize("steps", [TEXT2WORLD_STEPS, VIDEO2WORLD_STEPS], ids=["text2world", "video2world"])
-def test_every_stage_has_code_and_the_ensemble_wiring_is_closed(steps):
-    stages = {s.name: s for s in STAGES}
-    first = stages[steps[0].model]
-    available = {io.name for io in first.inputs}
-    produced, consumed = set(), set()
-    for step in steps:
-        consumed |= set(step.input_map.values())
-        produced |= set(step.output_map.values())
-        stage = stages[step.model]
-        assert (REPOSITORY_DIR / step.model / "1" / "model.py").is_file()
-        required = {io.name for io in stage.inputs if not io.optional}
-        assert required <= set(step.input_map) <= {io.name for io in stage.inputs}, step.model
-        assert set(step.input_map.values()) <= available, (step.model, set(step.input_map.values()) - available)
-        assert set(step.output_map) <= {io.name for io in stage.outputs}, step.model
-        available |= set(step.output_map.values())
-    assert {io.name for io in TEXT2WORLD_OUTPUTS} <= available
-    # Triton refuses an ensemble with a tensor nobody reads
-    assert produced - consumed <= {io.name for io in TEXT2WORLD_OUTPUTS}, produced - consumed
+def _parse(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text.removeprefix(HEADER), mc.ModelConfig())
+
+
+def test_entry_points_carry_the_queue_policy_and_stages_their_checkpoints(tmp_path):
+    settings = ServeSettings(checkpoint_dir=str(tmp_path))
+    options = ServingOptions(entry_instances=3, max_queue_size=5, queue_timeout_s=1.5)
+    configs = {name: _parse(text) for name, text in render_configs(settings, (TEXT2WORLD,), options).items()}
+    assert set(configs) == {"text2world", "text2world_stream", *ENTRY_STAGES["Text2World"]}
+    for name in ("text2world", "text2world_stream"):
+        entry = configs[name]
+        policy = entry.dynamic_batching.default_queue_policy
+        assert (entry.max_batch_size, entry.instance_group[0].count) == (1, 3)
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 1_500_000)
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+        assert entry.model_transaction_policy.decoupled == name.endswith("_stream")
+        assert entry.parameters["model_type"].string_value == "Text2World"
+    dit = configs["dit_step"]
+    assert dit.parameters["checkpoint"].string_value == str(tmp_path / settings.dit_dir)
+    assert dit.parameters["stage"].string_value == "dit_step"
+    assert configs["mp4_encoder"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
 
 
 def test_an_entry_point_without_its_checkpoint_is_not_rendered(tmp_path):
     settings = ServeSettings(checkpoint_dir=str(tmp_path))
     (tmp_path / settings.dit_dir).mkdir()
-    from cosmos_triton.server.repository import served_ensembles
+    assert served_model_types(settings) == (TEXT2WORLD,)
+    assert not {"video2world", "dit_step_v2w", "tokenizer_encoder"} & set(render_configs(settings))
 
-    assert served_ensembles(settings) == ("text2world",)
-    assert "video2world" not in render_configs(settings, served_ensembles(settings))
-    assert "dit_step_v2w" not in render_configs(settings, served_ensembles(settings))
+
+class RecordingCall:
+    """A stage call that checks every call against the stage's declared inputs and answers with dummy outputs."""
+
+    def __init__(self) -> None:
+        self.specs = stage_models(ServeSettings())
+        self.calls: list[str] = []
+
+    def __call__(self, model: str, **inputs: Any) -> dict[str, Any]:
+        stage = self.specs[model].stage
+        declared = {io.name for io in stage.inputs}
+        required = {io.name for io in stage.inputs if not io.optional}
+        assert required <= set(inputs) <= declared, (model, set(inputs) ^ declared)
+        self.calls.append(model)
+        latent = torch.zeros(1, 16, 16, 12, 20)
+        dummy = {"prompt": "a prompt", "embedding": torch.zeros(1, 512, 1024, dtype=torch.bfloat16),
+                 "x0": inputs.get("x", latent), "condition_latent": latent.to(torch.bfloat16),
+                 "video": np.zeros((121, 96, 160, 3), np.uint8), "mp4": b"mp4", "cache_skipped": 0}
+        return {io.name: dummy[io.name] for io in stage.outputs}
+
+
+@pytest.mark.parametrize("model_type", [TEXT2WORLD, VIDEO2WORLD], ids=lambda m: m.name)
+def test_the_flow_calls_only_its_entry_points_stages_with_their_declared_inputs(model_type):
+    call = RecordingCall()
+    req = {"prompt": "a robot", "negative_prompt": "ugly", "seed": 1, "num_steps": 2, "guidance": 7.0,
+           "height": 96, "width": 160, "num_video_frames": 121, "fps": 24, "disable_prompt_upsampler": False,
+           "word_limit_to_skip_upsampler": 250, "num_input_frames": 1, "cache_threshold": 0.0,
+           "condition_frames": torch.zeros(1, 3, 96, 160, dtype=torch.bfloat16),
+           "last_frame": np.zeros((1, 96, 160, 3), np.uint8)}
+    generation = generate(model_type, call, req)
+    assert generation.video == b"mp4"
+    assert set(call.calls) == set(ENTRY_STAGES[model_type.name])
+    assert call.calls.count(model_type.dit_model) == 3  # 2 steps + the final clean x0
+    assert call.calls[-3:] == ["tokenizer_decoder", "video_guardrail", "mp4_encoder"]

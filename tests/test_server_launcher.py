@@ -15,8 +15,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from cosmos_triton.server import ServerError, _parse_args, running_server, settings_from_args
-from cosmos_triton.settings import ServeSettings
+from cosmos_triton.deployment import ServeSettings
+from cosmos_triton.server import ServerError, running_server
+from cosmos_triton.server.cli import parse_args, serving_from_args, settings_from_args
 
 ECHO_MODEL = '''
 import json
@@ -24,16 +25,16 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cosmos_triton.settings import ServeSettings  # the stub must see the project, like the real models
+from cosmos_triton.backend.internal import server_token  # the stub must see the project, like the real models
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.settings = ServeSettings.from_env()
+        self.token = server_token()
         self.kind = args["model_instance_kind"]
 
     def execute(self, requests):
-        env = json.dumps({"settings": self.settings.to_env(), "kind": self.kind}).encode()
+        env = json.dumps({"token_length": len(self.token), "kind": self.kind}).encode()
         return [
             pb_utils.InferenceResponse([
                 pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy()),
@@ -91,25 +92,25 @@ def _bytes_input(value: bytes) -> object:
     return tensor
 
 
-def test_settings_env_round_trip(tmp_path: Path) -> None:
+def test_settings_resolve_relative_to_the_callers_folder(tmp_path: Path) -> None:
     settings = ServeSettings(checkpoint_dir="ck", dit_dir="dit", tokenizer_dir="tok", t5_dir="t5")
-    assert ServeSettings.from_env(settings.to_env()) == settings
-    assert ServeSettings.from_env({}) == ServeSettings()
-    assert ServeSettings().to_env()["COSMOS_T5_DIR"] == "google-t5/t5-11b"
     assert settings.resolved(tmp_path).checkpoint_dir == str(tmp_path.resolve() / "ck")
     assert settings.resolved(tmp_path).dit_path == tmp_path.resolve() / "ck" / "dit"
 
 
 def test_cli_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COSMOS_T5_DIR", "t5-from-env")
-    args, extra = _parse_args(["--checkpoint_dir", "ck", "--diffusion_transformer_dir", "small", "--grpc-port", "0",
-                               "--", "--log-info=false", "--model-control-mode=none"])
+    args, extra = parse_args(["--checkpoint_dir", "ck", "--diffusion_transformer_dir", "small", "--grpc-port", "0",
+                              "--t5-dir", "t5-small", "--max-queue-size", "3", "--queue-timeout", "2.5",
+                              "--", "--log-info=false", "--model-control-mode=none"])
     assert extra == ["--log-info=false", "--model-control-mode=none"]
     assert args.grpc_port == 0
     settings = settings_from_args(args)
     assert settings.checkpoint_dir == str(tmp_path.resolve() / "ck")
-    assert (settings.dit_dir, settings.t5_dir) == ("small", "t5-from-env")
+    assert (settings.dit_dir, settings.t5_dir, settings.tokenizer_dir) == ("small", "t5-small",
+                                                                          ServeSettings().tokenizer_dir)
+    serving = serving_from_args(args)
+    assert (serving.max_queue_size, serving.queue_timeout_s) == (3, 2.5)
 
 
 def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:
@@ -125,8 +126,14 @@ def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:
         result = client.infer("echo", [_bytes_input(b"a robot arm")])
         assert result.as_numpy("OUT").tolist() == [b"a robot arm"]
         seen = json.loads(result.as_numpy("ENV")[0])
-        assert seen["settings"] == settings.resolved().to_env()  # env vars reach initialize(), path absolute
+        assert seen["token_length"] >= 32  # the per-launch internal token reaches the stubs
         assert seen["kind"] == "CPU"
+        # the administrative APIs need the launch's admin key: a client without it cannot unload a model
+        with pytest.raises(InferenceServerException, match=r"(?i)restricted|header"):
+            client.unload_model("echo")
+        with pytest.raises(InferenceServerException, match=r"(?i)restricted|header"):
+            client.get_model_repository_index()
+        assert client.is_model_ready("echo")
 
         with pytest.raises(InferenceServerException) as caught:
             client.infer("reject", [_bytes_input(b"x")])
@@ -145,6 +152,6 @@ def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:
 
 def test_failed_model_load_raises_with_log(tmp_path: Path) -> None:
     repo = _repository(tmp_path / "repo", {"broken": (BROKEN_MODEL, ("OUT",))})
-    with pytest.raises(ServerError, match="checkpoint missing: boom"), running_server(model_repository=repo,
+    with pytest.raises(ServerError, match="checkpoint missing: boom"), running_server(ServeSettings(), repo,
                                                                                        ready_timeout_s=60):
         pytest.fail("the server should not become ready")

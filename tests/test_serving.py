@@ -9,9 +9,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import text2world as client_cli
+from cosmos_triton.client import text2world as client_cli
+from cosmos_triton.client.common import MANIFEST
 from cosmos_triton.media.mp4 import decode_mp4, encode_mp4, probe_mp4
-from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT, SMALL_ENVELOPE
+from cosmos_triton.request.envelope import SMALL_ENVELOPE
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +21,13 @@ DTYPES = {"STRING": np.object_, "INT64": np.int64, "INT32": np.int32, "FP32": np
           "BOOL": np.bool_, "UINT8": np.uint8}
 
 
-def infer(server, model: str, outputs: list[str], **inputs):
-    """Call one served model; bf16 travels as float32 on the client side (exact for bf16 values)."""
+def infer(server, model: str, outputs: list[str], parameters: dict | None = None, **inputs):
+    """Call one served model with every input as one value (a batch dimension added where the model declares
+    one); bf16 travels as float32 on the client side (exact for bf16 values)."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
     config = client.get_model_config(model, as_json=True)["config"]
     types = {i["name"]: i["data_type"].removeprefix("TYPE_") for i in config["input"]}
+    batched = int(config.get("max_batch_size", 0)) > 0
     request = []
     for name, value in inputs.items():
         dtype = "BYTES" if types[name] == "STRING" else types[name]
@@ -33,12 +36,14 @@ def infer(server, model: str, outputs: list[str], **inputs):
             array = array.reshape(1)
         if dtype == "BYTES":
             array = np.array([v.encode() if isinstance(v, str) else v for v in array], dtype=np.object_)
+        if batched:
+            array = array[None]
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         request.append(tensor)
     result = client.infer(model, request, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                          client_timeout=600)
-    return [result.as_numpy(o) for o in outputs]
+                          client_timeout=600, parameters=parameters)
+    return [result.as_numpy(o).reshape(-1) if batched else result.as_numpy(o) for o in outputs]
 
 
 def generate(server, **inputs) -> tuple[bytes, str]:
@@ -46,26 +51,14 @@ def generate(server, **inputs) -> tuple[bytes, str]:
     return video[0], used[0].decode()
 
 
-def test_served_stages_equal_the_in_process_pipeline_pixel_for_pixel(server, pipeline):
-    expected = pipeline(prompt=PROMPT, seed=3)
-    upsampled = pipeline.last_prompt
-    assert upsampled and upsampled != PROMPT  # the upsampler is on by default, as in the original
-    (served_upsampled,) = infer(server, "prompt_upsampler", ["prompt"], prompt=PROMPT, disable_prompt_upsampler=False,
-                                word_limit_to_skip_upsampler=250, seed=3)
-    assert served_upsampled[0].decode() == upsampled
-    # the served stages one by one, with the validated request the ensemble would pass
-    cond, neg, has_neg = infer(server, "t5_encoder", ["prompt_embedding", "negative_embedding", "has_negative"],
-                               prompt=upsampled, negative_prompt=DEFAULT_NEGATIVE_PROMPT)
-    (latent,) = infer(server, "sampler", ["latent"], prompt_embedding=cond, negative_embedding=neg,
-                      has_negative=has_neg, seed=3, num_steps=35, guidance=7.0, height=96, width=160,
-                      num_video_frames=121, fps=24)
-    (frames,) = infer(server, "tokenizer_decoder", ["video"], latent=latent)
-    assert frames.shape == expected.shape == (121, 96, 160, 3) and frames.dtype == np.uint8
-    assert np.array_equal(frames, expected)
-    # and the ensemble's mp4 is exactly the in-process frames encoded (x264 is deterministic on one machine)
+def test_served_text2world_equals_the_in_process_flow_byte_for_byte(server, pipeline):
+    generation = pipeline(prompt=PROMPT, seed=3)
+    assert generation.prompt_used != PROMPT  # the upsampler is on by default, as in the original
+    assert generation.frames.shape == (121, 96, 160, 3) and generation.frames.dtype == np.uint8
     video, used = generate(server, prompt=PROMPT, seed=3)
-    assert used == upsampled
-    assert video == encode_mp4(expected, 24)
+    assert used == generation.prompt_used
+    # the mp4 of the in-process frames: x264 is deterministic on one machine, so equal bytes mean equal frames
+    assert video == generation.video == encode_mp4(generation.frames, 24)
 
 
 def test_disabled_or_skipped_upsampler_leaves_the_prompt_untouched(server):
@@ -143,7 +136,7 @@ def test_client_batch_writes_each_item_and_goes_on_after_a_bad_one(server, tmp_p
     rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out),
                           "--disable_prompt_upsampler"])
     assert rc == 1  # the bad line is reported, the others are generated
-    assert sorted(p.name for p in out.iterdir()) == ["0.mp4", "0.txt", "2.mp4", "2.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "0.mp4", "0.txt", "2.mp4", "2.txt"]
     assert (out / "2.txt").read_text(encoding="utf-8") == "third robot, ünïcödé"
     for i in (0, 2):
         info = probe_mp4((out / f"{i}.mp4").read_bytes())
@@ -168,7 +161,7 @@ def test_client_reports_a_blocked_item_writes_nothing_for_it_and_goes_on(server,
     out = tmp_path / "out"
     rc = client_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--video_save_folder", str(out)])
     assert rc == 1
-    assert sorted(p.name for p in out.iterdir()) == ["1.mp4", "1.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "1.mp4", "1.txt"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,15 +177,15 @@ def _v2w_inputs():
 def test_video2world_served_equals_in_process(server, v2w_pipeline):
     image, video = _v2w_inputs()
     for data, n, upsample in ((image, 1, True), (video, 9, False)):
-        expected = v2w_pipeline(prompt=PROMPT, visual_input=data, num_input_frames=n, seed=7,
-                                disable_prompt_upsampler=not upsample)
+        generation = v2w_pipeline(prompt=PROMPT, visual_input=data, num_input_frames=n, seed=7,
+                                  disable_prompt_upsampler=not upsample)
         (mp4,), (used,) = infer(server, "video2world", ["video", "prompt_used"], prompt=PROMPT,
                                 visual_input=np.array([data], dtype=np.object_), num_input_frames=n, seed=7,
                                 disable_prompt_upsampler=not upsample)
         # with the upsampler on, the user's prompt is ignored and Pixtral's passed the guardrail
-        assert used.decode() == (v2w_pipeline.last_prompt if upsample else PROMPT)
+        assert used.decode() == (generation.prompt_used if upsample else PROMPT)
         assert (used.decode() != PROMPT) == upsample
-        assert mp4 == encode_mp4(expected, 24)
+        assert mp4 == generation.video == encode_mp4(generation.frames, 24)
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -221,7 +214,7 @@ def test_video2world_too_few_frames_is_refused(server):
 
 
 def test_video2world_client_with_an_image_and_with_a_video(server, tmp_path):
-    from client import video2world as v2w_cli
+    from cosmos_triton.client import video2world as v2w_cli
 
     image, video = _v2w_inputs()
     (tmp_path / "in.png").write_bytes(image)
@@ -237,4 +230,4 @@ def test_video2world_client_with_an_image_and_with_a_video(server, tmp_path):
     rc = v2w_cli.main(["--url", server.grpc_url, "--batch_input_path", str(jsonl), "--num_input_frames", "9",
                        "--video_save_folder", str(tmp_path / "batch")])
     assert rc == 1  # the missing file is reported, the video item is generated
-    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["0.mp4", "0.txt"]
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == [MANIFEST, "0.mp4", "0.txt"]

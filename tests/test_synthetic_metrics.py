@@ -28,7 +28,7 @@ def test_hue_classes_of_the_palette_grey_and_dark_pixels():
     pixels = [_rgb(c) for c in COLOURS] + [[128, 128, 128], [60, 10, 10], [200, 180, 170]]
     frame = np.array(pixels, dtype=np.uint8).reshape(1, 1, -1, 3)
     # the palette classifies as itself; grey (no saturation), dark red (V 0.24) and a muted beige do not count
-    assert hue_classes(frame)[0, 0].tolist() == list(range(len(COLOURS))) + [-1, -1, -1]
+    assert hue_classes(frame)[0, 0].tolist() == [*range(len(COLOURS)), -1, -1, -1]
 
 
 def _square_video(colour: str, xs: list[int], y: int = 40, size: int = 16, h: int = 96, w: int = 160) -> np.ndarray:

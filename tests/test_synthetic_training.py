@@ -139,7 +139,7 @@ def test_make_small_checkpoints_copies_the_trained_components(installed, tmp_pat
     for name in ("write_small_t5", "write_small_text2world_upsampler", "write_small_video2world_upsampler",
                  "write_small_blocklist", "write_small_aegis", "write_small_face_blur", "write_small_video_safety",
                  "write_small_tokenizer"):
-        monkeypatch.setattr(msc, name, lambda path, *a, _n=name, **k: written.append(_n) or path.mkdir(parents=True))
+        monkeypatch.setattr(msc, name, lambda path, *_a, _n=name, **_k: written.append(_n) or path.mkdir(parents=True))
     out = msc.make_small_checkpoints(tmp_path / "small", builtin=installed)
     for folder, files in msc.BUILTIN_FILES.items():
         for f in files:

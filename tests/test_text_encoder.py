@@ -1,4 +1,4 @@
-"""T5 text encoder wrapper (§5) and the small T5 writer."""
+"""T5 text encoder wrapper (docs/MATH.md, Text encoder) and the small T5 writer."""
 
 from __future__ import annotations
 

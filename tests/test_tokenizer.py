@@ -1,4 +1,5 @@
-"""Tokenizer wrapper (§3.2 normalisation, chunking), §4.8 uint8 conversion, and the small tokenizer writer."""
+"""Tokenizer wrapper (normalisation, chunking), the uint8 conversion and the small tokenizer writer.
+See docs/MATH.md, Tokenizer and Final decode."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ class _Recorder:
     def __init__(self, module: torch.nn.Module) -> None:
         self.module, self.batches = module, []
 
-    def __call__(self, x: torch.Tensor):  # noqa: ANN204 - mirrors whatever the module returns
+    def __call__(self, x: torch.Tensor):
         self.batches.append(x.shape[0])
         return self.module(x)
 
@@ -171,3 +172,18 @@ def test_written_files_are_byte_identical_on_rerun(tok_dir: Path, tmp_path: Path
     other = CosmosVideoTokenizer(again)
     video = _video(1, 3, 9, 16, 16)
     torch.testing.assert_close(other.encode(video), CosmosVideoTokenizer(tok_dir).encode(video), atol=0, rtol=0)
+
+
+def test_decode_of_a_float32_latent_uses_the_bf16_table_and_returns_float32(tok: CosmosVideoTokenizer,
+                                                                             raw: dict) -> None:
+    # the sampler hands the decoder a float32 latent: the (bf16-stored) table is applied in float32, the JIT runs
+    # in bf16 and its output comes back as float32 (JITVAE.decode: .to(in_dtype)), before the uint8 conversion
+    g = torch.Generator().manual_seed(2)
+    latent = 0.5 * torch.randn(1, 16, 3, 2, 2, generator=g)
+    denorm = torch.empty_like(latent)
+    for c in range(16):
+        for f in range(3):
+            denorm[:, c, f] = latent[:, c, f] / 0.5 * _stat(raw["std"], c, f).float() + _stat(raw["mean"], c, f).float()
+    assert not torch.equal(denorm, denorm.to(torch.bfloat16).float())  # the float32 arithmetic is visible
+    got = tok.decode(latent)
+    assert got.dtype == torch.float32 and torch.equal(got, raw["dec"](denorm.to(torch.bfloat16)).float())

@@ -1,4 +1,5 @@
-"""Video2World prompt upsampler (Pixtral-12B, reference §6.2, formats doc §2): mapping, preprocessing, small model."""
+"""Video2World prompt upsampler (Pixtral-12B): mapping, preprocessing, small model.
+See docs/FORMATS.md, Video2World upsampler."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from export.small_video2world_upsampler import (
     write_small_video2world_upsampler,
 )
 
-CONVERTER_CONFIG = {  # what convert_pixtral_ckpt.py writes for Pixtral-12B-2409 (formats doc §2.3)
+# what convert_pixtral_ckpt.py writes for Pixtral-12B-2409 (docs/FORMATS.md, Video2World upsampler)
+CONVERTER_CONFIG = {
     "dim": 5120, "n_layers": 40, "head_dim": 128, "ffn_hidden_size": 14336, "n_heads": 32, "n_kv_heads": 8,
     "rope_theta": 1000000000.0, "norm_eps": 1e-05, "vocab_size": 131072, "vision_encoder": "pixtral-12b-vit",
 }

@@ -1,4 +1,4 @@
-"""Video2World conditioning, in process, against what reference §4.7 makes exact."""
+"""Video2World conditioning, in process, against what docs/MATH.md, Video2World conditioning, makes exact."""
 
 from __future__ import annotations
 
@@ -44,28 +44,29 @@ def video_bytes(num_frames: int = 20) -> bytes:
 def test_conditioned_latent_frames_come_out_exactly_as_the_encoded_input(v2w_pipeline, num_input_frames):
     data = video_bytes()
     pipe = v2w_pipeline
-    frames = pipe(prompt=PROMPT, visual_input=data, num_input_frames=num_input_frames, seed=2)
-    assert frames.shape == (121, 96, 160, 3)
+    generation = pipe(prompt=PROMPT, visual_input=data, num_input_frames=num_input_frames, seed=2)
+    assert generation.frames.shape == (121, 96, 160, 3)
+    tokenizer = pipe.stages.stage("tokenizer_encoder").tokenizer
     # the condition latent, encoded independently from the same bytes
     selected = select_input_frames(decode_visual_input(data), num_input_frames)
     clip = prepare_condition_video(selected, 96, 160)
-    gt = pipe.tokenizer.encode(clip.to(torch.bfloat16))
+    gt = tokenizer.encode(clip.to(torch.bfloat16))
     n = num_condition_latent_frames(num_input_frames)
     assert n == (1 if num_input_frames == 1 else 2)
-    final = pipe.last_latent
+    final = generation.latent
     assert torch.equal(final[:, :, :n], gt[:, :, :n].float())  # replaced on every call, CFG keeps them exact
     assert not torch.equal(final[:, :, n:], gt[:, :, n:].float())
     # the decoder is causal: the first 1 + 8 (n - 1) pixel frames depend only on the conditioned latent frames
     pixels = 1 + 8 * (n - 1)
-    decoded_final, decoded_gt = pipe.tokenizer.decode(final), pipe.tokenizer.decode(gt.float())
+    decoded_final, decoded_gt = tokenizer.decode(final), tokenizer.decode(gt.float())
     assert torch.equal(decoded_final[:, :, :pixels], decoded_gt[:, :, :pixels])
 
 
 def test_empty_negative_prompt_makes_cfg_a_no_op(v2w_pipeline):
     data = png_bytes(gradient_image())
-    a = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=7.0, seed=3, num_steps=4)
-    b = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=0.0, seed=3, num_steps=4)
-    c = v2w_pipeline(prompt=PROMPT, visual_input=data, guidance=7.0, seed=3, num_steps=4)  # default negative
+    a = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=7.0, seed=3, num_steps=4).frames
+    b = v2w_pipeline(prompt=PROMPT, visual_input=data, negative_prompt="", guidance=0.0, seed=3, num_steps=4).frames
+    c = v2w_pipeline(prompt=PROMPT, visual_input=data, guidance=7.0, seed=3, num_steps=4).frames  # default negative
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -97,9 +98,45 @@ def test_condition_network_input_is_c_in_augment_times_the_augmented_latent():
     assert torch.equal(replaced[:, :, :2], gt[:, :, :2]) and torch.equal(replaced[:, :, 2:], x0[:, :, 2:])
 
 
-def test_condition_noise_is_the_initial_noise(v2w_pipeline):
-    from cosmos_triton.pipeline import seeded_normal
+def test_condition_noise_is_the_initial_noise():
+    from cosmos_triton.pipeline.flow import seeded_normal
 
     shape = latent_shape(121, 96, 160)
     assert torch.equal(seeded_normal(shape, 5), torch.from_numpy(
         np.random.RandomState(5).standard_normal((1, *shape)).astype(np.float32)))
+
+
+def test_condition_augment_and_input_follow_the_original_dtypes_bit_for_bit():
+    g = torch.Generator().manual_seed(4)
+    gt = torch.randn(1, 16, 4, 2, 3, generator=g).to(torch.bfloat16)
+    noise = torch.randn(1, 16, 4, 2, 3, generator=g)
+    cond = VideoCondition.build(gt, 1, noise)
+    # augment sigma 0.001 as a bf16 tensor (0.00099945...), the augmented latent float32
+    aug_sigma = torch.tensor([0.001], dtype=torch.bfloat16)
+    augment = gt + noise * aug_sigma
+    assert cond.augment_latent.dtype == torch.float32 and torch.equal(cond.augment_latent, augment)
+    # c_in(0.001) in bf16: 0.001^2 + 0.25 rounds to 0.25, so exactly 1 / 0.5 = 2; c_in(sigma) from the fp32 sigma
+    sigma = torch.tensor([5.0])
+    x_t = torch.randn(1, 16, 4, 2, 3, generator=g)
+    x_in = cond.network_input(x_t, sigma)
+    c_in = 1 / (sigma * sigma + 0.25) ** 0.5
+    assert torch.equal(x_in[:, :, :1], (augment * 2.0 * (1 / c_in))[:, :, :1])
+    assert torch.equal(x_in[:, :, 1:], x_t[:, :, 1:])
+
+
+def test_below_the_augment_sigma_every_frame_is_generated():
+    gt = torch.randn(1, 16, 3, 2, 2).to(torch.bfloat16)
+    cond = VideoCondition.build(gt, 2, torch.randn(1, 16, 3, 2, 2))
+    x_t, x0 = torch.randn(1, 16, 3, 2, 2), torch.randn(1, 16, 3, 2, 2).to(torch.bfloat16)
+    low = torch.tensor([0.0005])  # NVIDIA's inference trick: 0.001 >= sigma drops the condition
+    assert torch.equal(cond.network_input(x_t, low), x_t) and torch.equal(cond.replace(x0, low), x0)
+    assert torch.equal(cond.replace(x0, torch.tensor([0.002]))[:, :, :2], gt[:, :, :2])  # sigma_min keeps it
+
+
+def test_condition_rebuilt_from_parts_in_the_dit_step_equals_the_built_one():
+    gt = torch.randn(1, 16, 4, 2, 3).to(torch.bfloat16)
+    built = VideoCondition.build(gt, 2, torch.randn(1, 16, 4, 2, 3))
+    rebuilt = VideoCondition.from_parts(gt.float(), built.augment_latent, 2)
+    for name in ("gt_latent", "augment_latent", "indicator"):
+        a, b = getattr(built, name), getattr(rebuilt, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name

@@ -1,5 +1,6 @@
-"""Video2World conditioning (reference §4.7): the first latent frames are given, every denoiser call sees them
-as c_in(0.001)(gt + 0.001 N) and its x0 of those frames is replaced by the clean latent, in both CFG branches.
+"""Video2World conditioning: the first latent frames are given, every denoiser call sees them as
+c_in(0.001)(gt + 0.001 N) and its x0 of those frames is replaced by the clean latent, in both CFG branches.
+See docs/MATH.md, Video2World conditioning.
 
 dtypes follow NVIDIA's DiffusionV2WModel: gt latent and indicator bf16, the augmented latent float32
 (bf16 + f32 N x bf16 sigma), c_in(0.001) bf16, c_in(sigma) from the float32 sigma the sampler passes.
@@ -46,10 +47,10 @@ class VideoCondition:
 
     def active_indicator(self, sigma: torch.Tensor) -> torch.Tensor:
         # NVIDIA's inference trick: once sigma <= the augment sigma, generate every frame (never at sigma_min 0.002)
-        return self.indicator * 0 if AUGMENT_SIGMA >= sigma.flatten()[0] else self.indicator
+        return self.indicator * 0 if sigma.flatten()[0] <= AUGMENT_SIGMA else self.indicator
 
     def input_mask(self, like: torch.Tensor) -> torch.Tensor:
-        """The condition-mask channel [B, 1, T, H, W]; the unconditional branch keeps it too (§4.7)."""
+        """The condition-mask channel [B, 1, T, H, W]; the unconditional branch keeps it too."""
         b, _, t, h, w = like.shape
         ones = torch.ones(b, 1, t, h, w, dtype=self.indicator.dtype, device=like.device)
         return self.indicator * ones + (1 - self.indicator) * torch.zeros_like(ones)

@@ -1,5 +1,5 @@
 """One guided denoiser evaluation: the conditional and unconditional passes and their combination as NVIDIA
-writes it, x0 = cond + g (cond - uncond) (g = 7 is 8 in the usual form). See docs/MATH.md "Guidance"."""
+writes it, x0 = cond + g (cond - uncond) (g = 7 is 8 in the usual form). See docs/MATH.md, Guidance."""
 
 from __future__ import annotations
 

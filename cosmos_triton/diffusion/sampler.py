@@ -1,4 +1,5 @@
-"""The Cosmos-1.0 sampler (reference §4.2-4.3, §4.6): Karras sigmas, RES-2ab multistep in fp64, final clean x0.
+"""The Cosmos-1.0 sampler: Karras sigmas, RES-2ab multistep in fp64, final clean x0 (docs/MATH.md, Sigma schedule,
+Sampler, Seeding).
 
 Written as equations over an abstract denoiser `x0_fn(x, sigma) -> x0`, so the same loop runs in-process and in
 the Triton BLS model (where x0_fn is a call to the DiT-step model). Operation order follows NVIDIA's code so
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-SIGMA_MIN = 0.002  # the Sampler default; EDMSDE's 0.0002 never reaches it (§4.2)
+SIGMA_MIN = 0.002  # the Sampler default; EDMSDE's 0.0002 never reaches it
 SIGMA_MAX = 80.0
 RHO = 7.0
 
@@ -28,7 +29,8 @@ def karras_sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float
 
 
 def initial_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
-    """N ~ numpy.RandomState(seed).standard_normal(shape) as float32: architecture-invariant seeding (§4.6)."""
+    """N ~ numpy.RandomState(seed).standard_normal(shape) as float32: architecture-invariant seeding
+    (docs/MATH.md, Seeding)."""
     return torch.from_numpy(np.random.RandomState(seed).standard_normal(tuple(shape)).astype(np.float32))
 
 

@@ -1,1 +1,2 @@
-"""Cosmos-1.0 guardrails (reference §7): text = [Blocklist, Aegis], video = [content safety] then face blur."""
+"""Cosmos-1.0 guardrails: text = [Blocklist, Aegis], video = [content safety] then face blur.
+See docs/FORMATS.md, Guardrail runners."""

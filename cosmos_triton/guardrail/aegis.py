@@ -1,4 +1,4 @@
-"""Aegis prompt guardrail (reference §7.2, formats doc §3.3 and §5): LlamaGuard-7b + the NVIDIA Aegis LoRA adapter.
+"""Aegis prompt guardrail (docs/FORMATS.md, Aegis): LlamaGuard-7b + the NVIDIA Aegis LoRA adapter.
 
 The prompt template, the 11 category texts and the output parsing reproduce Cosmos-1.0 character for character,
 quirks included: there is no O9 category, so the block message's `int("O<n>") - 1` index is off by one after O8
@@ -35,7 +35,8 @@ def _reason(what: str) -> str:
     return f"This prompt is blocked due to the presence of {what} content."
 
 
-# Verbatim policy texts (formats doc §5.2; the hashes in §5.1 check them). Keep the hard line breaks and double spaces.
+# Verbatim policy texts (docs/FORMATS.md, Aegis; tests/test_aegis.py checks their hashes). Keep the hard line
+# breaks and double spaces.
 UNSAFE_CATEGORIES: tuple[Category, ...] = (
     Category(
         "violence",
@@ -220,7 +221,7 @@ Should not
 )
 
 # The original builds the prompt from an indented f-string: lines after the first carry 8 spaces, except
-# "<END CONVERSATION>", which starts a fresh string (formats doc §5.1).
+# "<END CONVERSATION>", which starts a fresh string (docs/FORMATS.md, Aegis).
 _INDENT = " " * 8
 PROMPT_PREFIX = (
     "[INST] Task: Check if there is unsafe content in 'User' messages in conversations according our safety policy"
@@ -296,7 +297,7 @@ class Aegis:
         # No sampling arguments: the snapshot's generation_config decides (greedy for LlamaGuard-7b).
         output = self.model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=self.tokenizer.eos_token_id)
         prompt_len = inputs["input_ids"].shape[-1]
-        return self.tokenizer.decode(output[0][prompt_len:], skip_special_tokens=True)
+        return str(self.tokenizer.decode(output[0][prompt_len:], skip_special_tokens=True))
 
     def check(self, prompt: str) -> GuardrailResult:
         try:

@@ -1,4 +1,4 @@
-"""The Cosmos-1.0 text blocklist (reference §7.1): better_profanity on the prompt and on its lemmas, then an
+"""The Cosmos-1.0 text blocklist (docs/FORMATS.md, Blocklist): better_profanity on the prompt and on its lemmas, then an
 exact-match list with near-miss matching. Checks, order and messages follow the original `blocklist.py`.
 
 Heavy imports (nltk, better_profanity) happen in `Blocklist.__init__`, so importing this module is cheap; the
@@ -13,6 +13,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from cosmos_triton.guardrail.common import GuardrailResult
+from cosmos_triton.guardrail.normalise import variants
 
 NAME = "Blocklist"
 CUSTOM_DIR, WHITELIST_DIR, EXACT_MATCH_DIR, NLTK_DATA_DIR = "custom", "whitelist", "exact_match", "nltk_data"
@@ -105,13 +106,16 @@ class Blocklist:
     # -- the checks, in the original's order ------------------------------------------------------------------
 
     def check(self, prompt: str) -> GuardrailResult:
+        """The original's checks on the prompt, then on its look-alike-folded and re-joined spellings
+        (guardrail.normalise): a variant can only add a block."""
         if not prompt:  # as the original: only "" is empty; whitespace goes on through the checks
             return GuardrailResult(False, NAME, "Input is empty")
-        prompt = to_ascii(prompt)
-        for blocked in (self._censor_check, self._lemma_check, self._exact_check):
-            message = blocked(prompt)
-            if message:
-                return GuardrailResult(False, NAME, message)
+        for variant in variants(prompt):
+            text = to_ascii(variant)
+            for blocked in (self._censor_check, self._lemma_check, self._exact_check):
+                message = blocked(text)
+                if message:
+                    return GuardrailResult(False, NAME, message)
         return GuardrailResult(True, NAME, "Input is safe")
 
     def _censor_check(self, prompt: str) -> str:

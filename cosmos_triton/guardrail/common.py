@@ -1,4 +1,4 @@
-"""What every guardrail returns, and the folder layout of Cosmos-1.0-Guardrail (reference §7, formats doc §3)."""
+"""What every guardrail returns, and the folder layout of Cosmos-1.0-Guardrail (docs/FORMATS.md, Guardrail folder)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Face blur post-guardrail (reference §7.4; Cosmos `face_blur_filter.py`, `retinaface_utils.py`, `blur_utils.py`).
+"""Face blur post-guardrail (docs/FORMATS.md, Face pixelation; Cosmos
+`cosmos1/models/guardrail/face_blur_filter/{face_blur_filter,retinaface_utils,blur_utils}.py`).
 
 RetinaFace-ResNet-50 on every full-resolution frame, one frame per forward pass (the original's batch size 1, so
 the convolutions see exactly the original's shapes), then per frame: decode -> score > 0.7 -> top 5000 -> NMS 0.4 ->

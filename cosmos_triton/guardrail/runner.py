@@ -1,5 +1,5 @@
-"""The two guardrail runners of the original (reference §7.0): text = [Blocklist, Aegis], first failure wins;
-video = content-safety check on every frame, then face pixelation only if the video passed."""
+"""The two guardrail runners of the original: text = [Blocklist, Aegis], first failure wins; video = content-safety
+check on every frame, then face pixelation only if the video passed. See docs/FORMATS.md, Guardrail runners."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class TextGuardrail:
         from cosmos_triton.guardrail.blocklist import Blocklist
 
         root = Path(guardrail_dir)
-        self.checks = [Blocklist(root / BLOCKLIST_DIR), Aegis(root / AEGIS_DIR, device)]
+        self.checks: list[Blocklist | Aegis] = [Blocklist(root / BLOCKLIST_DIR), Aegis(root / AEGIS_DIR, device)]
 
     def __call__(self, prompt: str) -> str:
         """The prompt unchanged when every check passes; GuardrailBlocked at the first that does not."""

@@ -1,4 +1,4 @@
-"""Frames <-> mp4 bytes, reproducing the original Cosmos `save_video` (reference §8).
+"""Frames <-> mp4 bytes, reproducing the original Cosmos `save_video` (docs/MATH.md, Video save).
 
 The original calls::
 
@@ -22,6 +22,11 @@ from typing import Any
 import imageio.v2 as iio
 import imageio_ffmpeg
 import numpy as np
+
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp; a fork that runs Python code in a process with gRPC
+# threads (a tritonclient stream, a server test) can hang in the child before exec (imageio-ffmpeg issue #58).
+# This variable is that library's own switch to start ffmpeg without it.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 CODEC = "libx264"
 PIX_FMT = "yuv420p"
@@ -82,7 +87,7 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     fps = _validate_fps(fps)
     with tempfile.TemporaryDirectory(prefix="cosmos_mp4_") as tmp:
         path = os.path.join(tmp, "video.mp4")
-        iio.mimsave(path, frames, _PLUGIN, **_writer_kwargs(h, w, fps))
+        iio.mimsave(path, frames, _PLUGIN, **_writer_kwargs(h, w, fps))  # type: ignore[call-overload]
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             raise RuntimeError(f"ffmpeg produced no output for {t} frames of {h}x{w} at {fps} fps")
         n_frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
@@ -93,8 +98,8 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
 
 
 def _write_temp(data: bytes, tmp: str) -> str:
-    data = memoryview(data)  # any bytes-like object; TypeError for anything else
-    if data.nbytes == 0:
+    view = memoryview(data)  # any bytes-like object; TypeError for anything else
+    if view.nbytes == 0:
         raise ValueError("mp4 data is empty")
     path = os.path.join(tmp, "video.mp4")
     with open(path, "wb") as f:

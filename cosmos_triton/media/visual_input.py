@@ -1,4 +1,5 @@
-"""Video2World conditioning input: bytes -> RGB frames -> the 121-frame condition clip (reference §4.7).
+"""Video2World conditioning input: bytes -> RGB frames -> the 121-frame condition clip.
+See docs/MATH.md, Video2World conditioning.
 
 Mirrors the original `read_video_or_image_into_frames_BCTHW` + `create_condition_latent_from_input_frames`
 (cosmos1/models/diffusion/inference/inference_utils.py), except that the server receives bytes, not a path:
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cosmos_triton.errors import RequestError
+from cosmos_triton.request.limits import LIMITS
 
 INPUT_FIELD = "visual_input"  # the ensemble input tensor (the CLI flag is --input_image_or_video_path)
 NUM_INPUT_FRAMES_FIELD = "num_input_frames"
@@ -97,13 +99,40 @@ def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _check_frame_size(width: int, height: int) -> None:
+    if width * height > LIMITS.max_frame_pixels:
+        raise RequestError(INPUT_FIELD, f"is {width}x{height} pixels; accepted: at most {LIMITS.max_frame_pixels} "
+                           "pixels per frame (e.g. 4096x4096)")
+
+
+def _short(exc: BaseException, path: str | None = None) -> str:
+    """A decoder's complaint fit for a client: its informative last line, no temp paths, no build banner."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    banner = ("ffmpeg version", "built with", "configuration:", "lib", "===", "Input #", "Stream #", "Metadata")
+    lines = [line for line in lines if not line.startswith(banner)]
+    text = (lines[-1] if lines else type(exc).__name__)
+    if path:
+        text = text.replace(path, "input").replace(os.path.dirname(path), "")
+    return text[:200]
+
+
 def _decode_image(data: bytes, fmt: str) -> np.ndarray:
     # First frame only, as the original does (`frames[0]`); pillow's default applies no EXIF rotation, which is
     # also what the original's `imageio.get_reader(f, "jpg")` resolves to with current imageio.
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only: the size before any pixel
+            width, height = header.size
+    except Exception as e:  # any decoder failure is the client's bad input
+        raise RequestError(INPUT_FIELD, f"could not decode the {fmt} image: {_short(e)}") from e
+    _check_frame_size(width, height)
     try:
         image = iio3.imread(data, index=0, plugin="pillow")
     except Exception as e:  # any decoder failure is the client's bad input
-        raise RequestError(INPUT_FIELD, f"could not decode the {fmt} image: {e}") from e
+        raise RequestError(INPUT_FIELD, f"could not decode the {fmt} image: {_short(e)}") from e
     return _to_rgb_uint8(np.asarray(image))[None]
 
 
@@ -116,13 +145,21 @@ def _decode_video(data: bytes, keep_last: int | None) -> np.ndarray:
         frames: deque[np.ndarray] = deque(maxlen=keep_last)  # bounded: long videos need only their tail
         try:
             reader = iio.get_reader(path, format="FFMPEG")  # rgb24 frames, like the original's format "mp4"
-            try:
-                for frame in reader:
-                    frames.append(np.asarray(frame))
-            finally:
-                reader.close()
         except Exception as e:  # any decoder failure is the client's bad input
-            raise RequestError(INPUT_FIELD, f"could not decode the mp4 video: {e}") from e
+            raise RequestError(INPUT_FIELD, f"could not decode the mp4 video: {_short(e, path)}") from e
+        try:
+            _check_frame_size(*reader.get_meta_data()["size"])  # from the container header, before decoding
+            for count, frame in enumerate(reader, start=1):  # type: ignore[var-annotated,arg-type]
+                if count > LIMITS.max_video_frames:
+                    raise RequestError(INPUT_FIELD, f"has more than {LIMITS.max_video_frames} frames; accepted: at "
+                                       f"most {LIMITS.max_video_frames} (only the last 1 or 9 are used)")
+                frames.append(np.asarray(frame))
+        except RequestError:
+            raise
+        except Exception as e:  # any decoder failure is the client's bad input
+            raise RequestError(INPUT_FIELD, f"could not decode the mp4 video: {_short(e, path)}") from e
+        finally:
+            reader.close()
     if not frames:
         raise RequestError(INPUT_FIELD, "the mp4 video contains no decodable frames")
     return np.stack(list(frames))
@@ -139,6 +176,8 @@ def decode_visual_input(data: bytes, filename_hint: str | None = None, keep_last
     data = bytes(data)
     if not data:
         raise RequestError(INPUT_FIELD, f"empty input; send a {ACCEPTED_FORMATS}")
+    if len(data) > LIMITS.max_visual_input_bytes:
+        raise RequestError(INPUT_FIELD, f"is {len(data)} bytes; accepted: at most {LIMITS.max_visual_input_bytes}")
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
     fmt = _sniff_format(data)
@@ -196,21 +235,31 @@ def resize_bicubic_antialias(x: torch.Tensor, height: int, width: int) -> torch.
     return F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
 
 
+def condition_frames(frames_uint8: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """Selected input frames uint8 [N, H, W, 3] -> bf16 [N, 3, height, width] in [-1, 1]: what the encoder sees of
+    them. Done where the request is validated, so a large input never travels between stages at full size."""
+    out = torch.empty(frames_uint8.shape[0], 3, height, width, dtype=torch.bfloat16)
+    for t in range(frames_uint8.shape[0]):  # one frame at a time keeps the float32 peak to a single frame
+        out[t] = resize_bicubic_antialias(normalize_frames(frames_uint8[t : t + 1]), height, width)[0]
+    return out
+
+
+def condition_clip(frames: torch.Tensor, num_video_frames: int = 121) -> torch.Tensor:
+    """bf16 [N, 3, H, W] -> [1, 3, num_video_frames, H, W]: the N frames first, the rest 0, which is mid-grey in
+    [-1, 1] (the original's `new_zeros` padding)."""
+    n, _, height, width = frames.shape
+    if not 1 <= n <= num_video_frames:
+        raise ValueError(f"need 1..{num_video_frames} input frames, got {n}")
+    clip = torch.zeros(1, 3, num_video_frames, height, width, dtype=torch.bfloat16, device=frames.device)
+    clip[0, :, :n] = frames.to(torch.bfloat16).permute(1, 0, 2, 3)
+    return clip
+
+
 def prepare_condition_video(
     frames_uint8: np.ndarray, height: int, width: int, num_video_frames: int = 121
 ) -> torch.Tensor:
-    """Selected input frames uint8 [N, H, W, 3] -> bf16 [1, 3, num_video_frames, height, width] for the encoder.
-
-    The N frames come first; the rest stay 0, which is mid-grey in [-1, 1] (the original's `new_zeros` padding).
-    """
-    n = int(frames_uint8.shape[0])
-    if not 1 <= n <= num_video_frames:
-        raise ValueError(f"need 1..{num_video_frames} input frames, got {n}")
-    clip = torch.zeros(1, 3, num_video_frames, height, width, dtype=torch.bfloat16)
-    for t in range(n):  # one frame at a time keeps the float32 peak to a single frame
-        frame = resize_bicubic_antialias(normalize_frames(frames_uint8[t : t + 1]), height, width)
-        clip[0, :, t] = frame[0].to(torch.bfloat16)
-    return clip
+    """Selected input frames uint8 [N, H, W, 3] -> bf16 [1, 3, num_video_frames, height, width] for the encoder."""
+    return condition_clip(condition_frames(frames_uint8, height, width), num_video_frames)
 
 
 def num_condition_latent_frames(num_input_frames: int) -> int:

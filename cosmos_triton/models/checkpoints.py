@@ -1,7 +1,7 @@
 """Checkpoint folders, DiT architecture presets and the request envelope each checkpoint accepts.
 
 Numpy/stdlib only: the request-validation stage and the tests import this without torch.
-The real checkpoints' own config.json is never read by NVIDIA's code (reference §2.1), so the 7B/14B
+The real checkpoints' own config.json is never read by NVIDIA's code (docs/MATH.md, Architecture presets), so the 7B/14B
 architecture and envelope come from the presets below; our small checkpoints write theirs into config.json.
 """
 
@@ -25,7 +25,7 @@ CONFIG_JSON = "config.json"
 
 @dataclass(frozen=True)
 class DiTArchitecture:
-    """The GeneralDIT hyperparameters that change between checkpoints (reference §1.1)."""
+    """The GeneralDIT hyperparameters that change between checkpoints (docs/MATH.md, Architecture presets)."""
 
     model_type: str  # "Text2World" or "Video2World"
     model_channels: int
@@ -57,8 +57,8 @@ class DiTArchitecture:
         return cls(**d)
 
 
-_7B = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
-_14B = dict(model_channels=5120, num_blocks=36, num_heads=40, rope_scale=(2.0, 2.0, 2.0))
+_7B: dict[str, Any] = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
+_14B: dict[str, Any] = dict(model_channels=5120, num_blocks=36, num_heads=40, rope_scale=(2.0, 2.0, 2.0))
 DIT_PRESETS: dict[str, DiTArchitecture] = {
     f"Cosmos-1.0-Diffusion-{size}-{kind}": DiTArchitecture(model_type=kind, **arch)
     for size, arch in (("7B", _7B), ("14B", _14B))
@@ -78,7 +78,8 @@ class DiTCheckpoint:
 
 
 def latent_shape(num_video_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-    """Latent (C, T, H, W) of the CV8x8x8 tokenizer: 16 channels, causal 8x temporal, 8x spatial (§3.1)."""
+    """Latent (C, T, H, W) of the CV8x8x8 tokenizer: 16 channels, causal 8x temporal, 8x spatial
+    (docs/MATH.md, Tokenizer)."""
     return (16, 1 + (num_video_frames - 1) // 8, height // 8, width // 8)
 
 

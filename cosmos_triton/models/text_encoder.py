@@ -1,4 +1,4 @@
-"""T5 text encoder as Cosmos-1.0 uses it (reference §5).
+"""T5 text encoder as Cosmos-1.0 uses it (docs/MATH.md, Text encoder).
 
 fp32 weights, 512 tokens padded to max length, one prompt per forward pass (batch 1, like the original), the
 attention mask given to the encoder, and every position at or after the true length (which counts `</s>`) set to 0.
@@ -39,18 +39,18 @@ class T5TextEncoder:
     """`encode(prompts)` -> [N, 512, d_model] fp32 embeddings with padded positions zeroed."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
-        from transformers import T5EncoderModel, T5TokenizerFast
+        from transformers import T5EncoderModel, T5TokenizerFast  # type: ignore[attr-defined]
 
         folder = Path(path)
         _check_folder(folder)
         self.device = torch.device(device)
         try:
             self.tokenizer = T5TokenizerFast.from_pretrained(folder, local_files_only=True)
-            # fp32 as in [C] (no dtype given there); explicit because transformers 5 defaults to the stored dtype
+            # fp32 as in the original (it gives no dtype); explicit because transformers 5 defaults to the stored dtype
             model = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise OSError(f"could not load the T5 encoder from {folder}: {err}") from err
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model = model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.embed_dim: int = self.model.config.d_model
 
     def tokenize(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Cosmos-1.0-Tokenizer-CV8x8x8: TorchScript encoder/decoder plus the per-(channel, latent frame) normalisation.
 
-Reference: docs/cosmos-1.0-reference.md §3 (tokenizer) and §4.8 (final decode). The arithmetic mirrors the original
+See docs/MATH.md, Tokenizer and Final decode. The arithmetic mirrors the original
 `BasePretrainedVideoTokenizer` / `JITVAE` pair: mean/std are stored in bf16, the normalisation runs in the dtype of
 the tensor handed in (bf16 in, bf16 out), and the JIT modules always see bf16.
 """
@@ -14,10 +14,10 @@ import torch
 LATENT_CHANNELS = 16
 SPATIAL_COMPRESSION = 8
 TEMPORAL_COMPRESSION = 8
-PIXEL_CHUNK_FRAMES = 121  # the tokenizer was trained on (and [C] always feeds) 121-frame chunks
+PIXEL_CHUNK_FRAMES = 121  # the tokenizer was trained on (and the original always feeds) 121-frame chunks
 LATENT_CHUNK_FRAMES = 1 + (PIXEL_CHUNK_FRAMES - 1) // TEMPORAL_COMPRESSION  # 16
-MAX_ENCODE_BATCH = 8  # [C] max_enc_batch_size
-MAX_DECODE_BATCH = 4  # [C] max_dec_batch_size
+MAX_ENCODE_BATCH = 8  # the original's max_enc_batch_size
+MAX_DECODE_BATCH = 4  # the original's max_dec_batch_size
 SIGMA_DATA = 0.5
 TOKENIZER_FILES = ("encoder.jit", "decoder.jit", "mean_std.pt")
 WEIGHT_DTYPE = torch.bfloat16
@@ -48,7 +48,7 @@ def _unfold_chunks(x: torch.Tensor, b: int) -> torch.Tensor:
 
 
 def _load_stat(t: torch.Tensor) -> torch.Tensor:
-    """§3.2: `t.view(16, -1)[:, :16]` -> [1, 16, 16, 1, 1] (channel, latent frame in chunk), bf16."""
+    """`t.view(16, -1)[:, :16]` -> [1, 16, 16, 1, 1] (channel, latent frame in chunk), bf16."""
     stat = t.view(LATENT_CHANNELS, -1)[:, :LATENT_CHUNK_FRAMES]
     if stat.shape != (LATENT_CHANNELS, LATENT_CHUNK_FRAMES):
         raise ValueError(f"mean_std.pt entry with {t.numel()} values cannot give a 16x16 table")
@@ -60,7 +60,7 @@ def _load_jit(path: Path, device: torch.device) -> torch.jit.ScriptModule:
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return module.to(WEIGHT_DTYPE)  # as [C] JITVAE.load_encoder/decoder
+    return module.to(WEIGHT_DTYPE)  # as the original's JITVAE.load_encoder/decoder
 
 
 class CosmosVideoTokenizer:
@@ -97,7 +97,7 @@ class CosmosVideoTokenizer:
             raise ValueError(f"height/width {height}x{width} must be multiples of {SPATIAL_COMPRESSION}")
 
     def _encode_chunks(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised latents of a batch of single chunks, computed in x's dtype like [C]."""
+        """Normalised latents of a batch of single chunks, computed in x's dtype like the original."""
         in_dtype = x.dtype
         raw = self.encoder(x.to(WEIGHT_DTYPE))
         raw = raw[0] if isinstance(raw, tuple) else raw  # the CV8x8x8 encoder returns (latent, (0, 0))
@@ -136,6 +136,7 @@ class CosmosVideoTokenizer:
 
 
 def frames_to_uint8(video: torch.Tensor) -> torch.Tensor:
-    """§4.8: decoded [B, 3, T, H, W] in ~[-1, 1] -> uint8 [T, H, W, 3] of batch item 0 (truncating, not rounding)."""
+    """Decoded [B, 3, T, H, W] in ~[-1, 1] -> uint8 [T, H, W, 3] of batch item 0, truncating, not rounding
+    (docs/MATH.md, Final decode)."""
     video = (1.0 + video).clamp(0, 2) / 2
     return (video[0].permute(1, 2, 3, 0) * 255).to(torch.uint8).contiguous()

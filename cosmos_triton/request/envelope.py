@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from cosmos_triton.errors import RequestError
+from cosmos_triton.request.limits import LIMITS
 
-# Reference §4.5: the original CLI's default negative prompt, verbatim.
+# The original CLI's default negative prompt, verbatim (docs/MATH.md, Negative prompt).
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
     "over-saturation, shaky footage, low resolution, grainy texture, pixelated images, poorly lit areas, "
@@ -90,7 +91,8 @@ SMALL_ENVELOPE = Envelope(
 )
 
 # Video2World: the original derives the input resize and the output size from the model's state shape, so it
-# generates 704x1280 whatever --height/--width say (§4.7 "Gotcha"); conditioning on the last 1 or 9 frames.
+# generates 704x1280 whatever --height/--width say (docs/MATH.md, Video2World conditioning); conditioning on the
+# last 1 or 9 frames.
 ORIGINAL_V2W_ENVELOPE = Envelope(
     resolutions=((704, 1280),),
     num_video_frames=(121,),
@@ -123,12 +125,17 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
     if not isinstance(disable, (bool, np.bool_)):
         raise RequestError("disable_prompt_upsampler", f"{disable!r} is not accepted; accepted: true or false")
     prompt = values.get("prompt") or ""
-    # Video2World with the upsampler on writes the prompt from the image and ignores the user's (§6.2)
+    # Video2World with the upsampler on writes the prompt from the image and ignores the user's
+    # (docs/FORMATS.md, Video2World upsampler)
     prompt_required = not envelope.num_input_frames or bool(disable)
     if not isinstance(prompt, str) or (prompt_required and not prompt.strip()):
         raise RequestError("prompt", "must be a non-empty UTF-8 string")
     if not isinstance(values.get("negative_prompt", ""), str):
         raise RequestError("negative_prompt", "must be a UTF-8 string (empty for no negative prompt)")
+    for name in ("prompt", "negative_prompt"):
+        text = values.get(name) or ""
+        if len(text) > LIMITS.max_prompt_chars:
+            raise RequestError(name, f"is {len(text)} characters long; accepted: at most {LIMITS.max_prompt_chars}")
     out = {"prompt": prompt, "negative_prompt": values.get("negative_prompt", ""),
            "disable_prompt_upsampler": bool(disable)}
     out["word_limit_to_skip_upsampler"] = _int_in_range(
@@ -141,6 +148,11 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
         raise RequestError("guidance", f"{values['guidance']!r} is out of range; accepted: numbers in [{lo}, {hi}]")
     out["guidance"] = float(np.float32(guidance))  # FP32 on the wire: in-process runs round the same way
     out["fps"] = _int_in_range("fps", values["fps"], *envelope.fps)
+    threshold = values.get("cache_threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise RequestError("cache_threshold", f"{threshold!r} is not accepted; accepted: numbers in [0, 1] "
+                           "(0: exact, no step cache)")
+    out["cache_threshold"] = float(np.float32(threshold))
     frames = values["num_video_frames"]
     if isinstance(frames, bool) or not float(frames).is_integer() or int(frames) not in envelope.num_video_frames:
         accepted = list(envelope.num_video_frames)
@@ -148,8 +160,8 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
     out["num_video_frames"] = int(frames)
     height, width = values["height"], values["width"]
     if (height, width) not in envelope.resolutions:
-        accepted = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
-        raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {accepted}")
+        sizes = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
+        raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {sizes}")
     out["height"], out["width"] = int(height), int(width)
     if envelope.num_input_frames:
         n = values.get("num_input_frames")

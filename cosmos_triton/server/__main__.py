@@ -1,5 +1,5 @@
 import sys
 
-from cosmos_triton.server.launcher_old import main
+from cosmos_triton.server.cli import main
 
 sys.exit(main())

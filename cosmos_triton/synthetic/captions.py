@@ -81,6 +81,7 @@ def _cap(s: str) -> str:
 def motion_phrase_options(scene: Scene) -> tuple[tuple[str, str], ...]:
     """Every (participle, third person) phrasing of the scene's motion."""
     if scene.motion == "move":
+        assert scene.direction is not None, "a moving scene has a direction"
         return tuple((f"{ving} {d}", f"{vs} {d}") for ving, vs in MOVE_VERBS for d in DIRECTION_WORDS[scene.direction])
     key = f"bounce_{scene.direction}" if scene.motion == "bounce" else scene.motion
     return tuple((a.format(a=scene.colour, b=scene.colour_to), b.format(a=scene.colour, b=scene.colour_to))

@@ -12,16 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from cosmos_triton.settings import ServeSettings
+from cosmos_triton.deployment import ModelOptions, ServeSettings
 
 Generate = Callable[..., np.ndarray]
 
 
+def _frames(generation: Any) -> np.ndarray:
+    """The uint8 frames [T, H, W, 3] of a cosmos_triton.pipeline.flow.Generation (numpy, or a tensor)."""
+    frames = generation.frames
+    return frames.cpu().numpy() if hasattr(frames, "cpu") else np.asarray(frames)
+
+
 def text2world_generator(pipeline: Any) -> Generate:
-    """Wrap a Text2World pipeline (`Text2WorldPipeline.from_settings(...)`)."""
+    """Wrap a Text2World pipeline (`cosmos_triton.pipeline.inprocess.Pipeline(TEXT2WORLD, stages)`)."""
 
     def generate(prompt: str, seed: int, **options: Any) -> np.ndarray:
-        return pipeline(prompt=prompt, seed=seed, disable_prompt_upsampler=True, **options)
+        return _frames(pipeline(prompt=prompt, seed=seed, disable_prompt_upsampler=True, **options))
 
     return generate
 
@@ -43,18 +49,24 @@ def video2world_generator(pipeline: Any) -> Callable[..., np.ndarray]:
         else:
             data = encode_mp4(input_frames, 24)
         options.setdefault("num_input_frames", 9 if len(input_frames) >= 9 else 1)
-        return pipeline(prompt=prompt, seed=seed, visual_input=data, disable_prompt_upsampler=True, **options)
+        return _frames(pipeline(prompt=prompt, seed=seed, visual_input=data, disable_prompt_upsampler=True,
+                                **options))
 
     return generate
 
 
-def load_text2world(settings: ServeSettings) -> Generate:
-    from cosmos_triton.pipeline import Text2WorldPipeline
+def _pipeline(settings: ServeSettings, model_type_name: str, options: ModelOptions | None) -> Any:
+    from cosmos_triton.pipeline.inprocess import InProcessStages, Pipeline
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD, VIDEO2WORLD
 
-    return text2world_generator(Text2WorldPipeline.from_settings(settings))
+    model_type = {"text2world": TEXT2WORLD, "video2world": VIDEO2WORLD}[model_type_name]
+    return Pipeline(model_type, InProcessStages(settings, options=options))
 
 
-def load_video2world(settings: ServeSettings) -> Callable[..., np.ndarray]:
-    from cosmos_triton.pipeline import Video2WorldPipeline
+def load_text2world(settings: ServeSettings, options: ModelOptions | None = None) -> Generate:
+    """In-process Text2World on `settings`' checkpoints; `options` e.g. ModelOptions(dit_mode="fp8")."""
+    return text2world_generator(_pipeline(settings, "text2world", options))
 
-    return video2world_generator(Video2WorldPipeline.from_settings(settings))
+
+def load_video2world(settings: ServeSettings, options: ModelOptions | None = None) -> Callable[..., np.ndarray]:
+    return video2world_generator(_pipeline(settings, "video2world", options))

@@ -9,6 +9,7 @@ fails the second condition.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -39,9 +40,9 @@ def _hue_boundaries() -> tuple[torch.Tensor, torch.Tensor]:
     """Hue bin edges (midpoints between neighbouring colour hues on the circle) and the colour index of each bin."""
     order = sorted(range(len(COLOURS)), key=lambda i: COLOUR_HUES[COLOURS[i]])
     hues = [COLOUR_HUES[COLOURS[i]] for i in order]
-    edges = [(a + b) / 2 for a, b in zip(hues, hues[1:], strict=False)]
+    edges = [(a + b) / 2 for a, b in itertools.pairwise(hues)]
     wrap = (hues[-1] + hues[0] + 360) / 2 % 360  # between the last hue and the first one + 360
-    all_edges = sorted(edges + [wrap])  # each bin is labelled with the hue nearest its middle
+    all_edges = sorted([*edges, wrap])  # each bin is labelled with the hue nearest its middle
     labels = []
     for k in range(len(all_edges) + 1):
         lo = all_edges[k - 1] if k else all_edges[-1] - 360

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +39,12 @@ def scene_tracks(scene: Scene, frames: np.ndarray, total_frames: int = NUM_FRAME
             y = y1 - (y1 - y0) * np.abs(np.sin(np.pi * p))
     elif scene.motion in ("grow", "shrink"):
         size = scene.size * (scene.size_to / scene.size) ** s
-    rgb = np.tile(np.asarray(colour_rgb(scene.colour)), (len(s), 1))
+    rgb = np.tile(np.array(colour_rgb(scene.colour)), (len(s), 1))
     if scene.motion == "recolour":
+        assert scene.colour_to is not None, "a recolour scene names its final colour"
         w = np.clip((s - 0.25) / 0.5, 0, 1)
         w = (w * w * (3 - 2 * w))[:, None]
-        rgb = (1 - w) * rgb + w * np.asarray(colour_rgb(scene.colour_to))[None]
+        rgb = (1 - w) * rgb + w * np.array(colour_rgb(scene.colour_to))[None]
     cam = np.zeros_like(s)
     if scene.camera == "pan_left":
         cam = -scene.camera_speed * s
@@ -90,7 +92,7 @@ def render_clip(scene: Scene, height: int, width: int, frames: Sequence[int] | n
     """uint8 frames [T, H, W, 3] of one scene (all `total_frames` frames unless `frames` picks some)."""
     frames = np.arange(total_frames) if frames is None else np.asarray(frames)
     tr = scene_tracks(scene, frames, total_frames)
-    f32 = dict(dtype=torch.float32, device=device)
+    f32: dict[str, Any] = {"dtype": torch.float32, "device": device}
     ys = (torch.arange(height, **f32) + 0.5) / height  # frame-height units
     xs = (torch.arange(width, **f32) + 0.5) / height
     cx, cy = torch.tensor(tr["x"], **f32), torch.tensor(tr["y"], **f32)

@@ -34,19 +34,28 @@ def fewer_steps(steps: int) -> SpeedMode:
     return SpeedMode(f"steps={steps}", {"num_steps": steps})
 
 
-def _not_built(what: str) -> Callable[[Any], SpeedMode]:
-    def factory(settings: Any) -> SpeedMode:
-        raise NotImplementedError(f"{what} is not in this tree yet: register a factory in MODE_FACTORIES that returns "
-                                  "SpeedMode(name, options, generate) for it")
-
-    return factory
+# Step caching's relative-change threshold (cosmos_triton.models.dit_speed: a block evaluation is skipped while the
+# accumulated change of its input stays below it); 0 is exact.
+STEP_CACHE_THRESHOLD = 0.1
 
 
-# name -> factory(ServeSettings) -> SpeedMode. Fewer steps needs none (see fewer_steps); FP8 and step caching are
-# being built elsewhere and replace these placeholders.
+def step_cache(threshold: float = STEP_CACHE_THRESHOLD) -> SpeedMode:
+    """The per-request step cache: a request option of the exact model."""
+    return SpeedMode(f"step_cache={threshold:g}", {"cache_threshold": threshold})
+
+
+def fp8(settings: Any) -> SpeedMode:
+    """FP8 GEMMs in the DiT blocks (ModelOptions(dit_mode="fp8"): a deployment choice, so its own pipeline)."""
+    from cosmos_triton.deployment import ModelOptions
+    from cosmos_triton.synthetic.generation import load_text2world
+
+    return SpeedMode("fp8", generate=load_text2world(settings, ModelOptions(dit_mode="fp8")))
+
+
+# name -> factory(ServeSettings) -> SpeedMode; fewer steps take a number instead (fewer_steps).
 MODE_FACTORIES: dict[str, Callable[[Any], SpeedMode]] = {
-    "fp8": _not_built("FP8 inference"),
-    "step_cache": _not_built("step caching"),
+    "fp8": fp8,
+    "step_cache": lambda _settings: step_cache(),
 }
 
 

@@ -1,4 +1,5 @@
-"""Cosmos-1.0-Prompt-Upsampler-12B-Text2World on `transformers.MistralForCausalLM` (formats doc §1, reference §6.1).
+"""Cosmos-1.0-Prompt-Upsampler-12B-Text2World on `transformers.MistralForCausalLM`.
+See docs/FORMATS.md, Text2World upsampler.
 
 The checkpoint folder holds `model.pt` (Cosmos autoregressive key names, interleaved "complex" RoPE layout of q/k),
 HF tokenizer files with the chat template, and a `config.json` that NVIDIA's code never reads.
@@ -39,7 +40,7 @@ EXTRA_STATE = "_extra_state"  # TransformerEngine FP8 entries, dropped by the or
 
 @dataclass(frozen=True)
 class MistralArchitecture:
-    """Hyperparameters in Cosmos `ModelConfig` field names (formats doc §1.2)."""
+    """Hyperparameters in Cosmos `ModelConfig` field names (docs/FORMATS.md, Text2World upsampler)."""
 
     n_layers: int
     dim: int
@@ -120,7 +121,7 @@ _TOP_KEYS = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight"
 
 
 def original_key_shapes(arch: MistralArchitecture) -> dict[str, tuple[int, ...]]:
-    """Every tensor the original strict load expects (formats doc §1.3), with its shape."""
+    """Every tensor the original strict load expects (docs/FORMATS.md, Text2World upsampler), with its shape."""
     d, q, kv, f = arch.dim, arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim, arch.ffn_hidden_size
     per_layer = {
         "attention.wq.weight": (q, d), "attention.wk.weight": (kv, d), "attention.wv.weight": (kv, d),
@@ -135,7 +136,7 @@ def original_key_shapes(arch: MistralArchitecture) -> dict[str, tuple[int, ...]]
 
 def unwrap_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The four spellings the original accepts: `{"model": sd}` or bare, keys with or without `model.`."""
-    state_dict = checkpoint["model"] if "model" in checkpoint else checkpoint
+    state_dict = checkpoint.get("model", checkpoint)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if EXTRA_STATE in key:
@@ -302,4 +303,4 @@ class Text2WorldPromptUpsampler:
 
     def upsample(self, prompt: str, seed: int) -> str:
         ids = self.generate_ids(self.prompt_ids(prompt), seed)
-        return clean_text(self.tokenizer.decode(ids, skip_special_tokens=False))
+        return clean_text(str(self.tokenizer.decode(ids, skip_special_tokens=False)))

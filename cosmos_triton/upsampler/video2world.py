@@ -1,16 +1,17 @@
-"""Video2World prompt upsampler: Pixtral-12B as Cosmos-1.0 runs it (reference §6.2, formats doc §2), on HF classes.
+"""Video2World prompt upsampler: Pixtral-12B as Cosmos-1.0 runs it, on HF classes.
+See docs/FORMATS.md, Video2World upsampler.
 
 The network is transformers' `LlavaForConditionalGeneration` (Mistral LM + `PixtralVisionModel` + MLP projector),
 loaded from `Pixtral-12B/model.pt` in the key layout `convert_pixtral_ckpt.py` writes. What this module supplies:
 - the key mapping, with the interleaved ("complex") -> half-split RoPE permutation of q/k for the 40-layer LM and
-  the 24-layer ViT (formats doc §0.1, §2.5, §2.6);
+  the 24-layer ViT (docs/FORMATS.md, Interleaved RoPE);
 - the original's input preparation: last frame, longer side <= 1024 with ceil, Pixtral preprocessing, the
-  [IMG]/[IMG_BREAK]/[IMG_END] layout and the fixed instruction (§2.7);
+  [IMG]/[IMG_BREAK]/[IMG_END] layout and the fixed instruction;
 - the original's sampler (top-p 0.9 at temperature 0.01 with the exponential trick, max 400 new tokens, capped by
   max_seq_len 4300, stop at EOS), on HF's KV cache, with a seeded `torch.Generator`. No `clean_text`.
 
-Hyperparameters: NVIDIA's code ignores `config.json` and uses a hard-coded Pixtral-12B table (formats doc §0.3),
-reproduced in `PixtralParams()`. The rule for `config.json` (read when present):
+Hyperparameters: NVIDIA's code ignores `config.json` and uses a hard-coded Pixtral-12B table, reproduced in
+`PixtralParams()`. The rule for `config.json` (read when present):
 - `"vision_encoder": "pixtral-12b-vit"` (what the converter writes): the preset is used; any LM field present must
   equal it, otherwise loading fails rather than silently differing from the original;
 - `"vision_encoder": {...}` (a dict, with the converter's ViT key names): a small test checkpoint; its LM fields and
@@ -240,7 +241,8 @@ def _vit_specs(v: VisionEncoderParams) -> dict[str, KeySpec]:
 
 
 def original_key_specs(params: PixtralParams) -> dict[str, KeySpec]:
-    """Every key of the flat converted state dict (formats doc §2.2) with its HF name and shape."""
+    """Every key of the flat converted state dict with its HF name and shape.
+    See docs/FORMATS.md, Video2World upsampler."""
     return _lm_specs(params) | _projector_specs(params) | _vit_specs(params.vision_encoder)
 
 
@@ -264,7 +266,7 @@ def flatten_checkpoint(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if isinstance(sub, Mapping):
             flat = {k: v for k, v in flat.items() if not k.startswith(group + ".")}
             flat |= {f"{group}.{k}": v for k, v in sub.items()}
-    return {k: v for k, v in flat.items() if not k.endswith("_extra_state")}  # TE FP8 metadata, dropped by [C]
+    return {k: v for k, v in flat.items() if not k.endswith("_extra_state")}  # TE FP8 metadata, dropped by the original
 
 
 def _list(keys: list[str], limit: int = 8) -> str:
@@ -319,7 +321,7 @@ def hf_llava_config(params: PixtralParams):  # -> transformers.LlavaConfig
         num_key_value_heads=params.n_kv_heads,
         head_dim=params.head_dim,
         rms_norm_eps=params.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": params.rope_theta},  # no YaRN (formats doc §0.4)
+        rope_parameters={"rope_type": "default", "rope_theta": params.rope_theta},  # no YaRN
         max_position_embeddings=MAX_SEQ_LEN,
         sliding_window=None,  # MistralConfig defaults to 4096, shorter than a 1024x1024 image prompt
         tie_word_embeddings=False,

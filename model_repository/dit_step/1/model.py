@@ -1,3 +1,3 @@
-"""DiT denoiser step: one guided evaluation (cosmos_triton.stages.DiTStep; the model name picks the weights)."""
+"""Internal stage (config parameter `stage`): cosmos_triton.backend.stage_model."""
 
-from cosmos_triton.backend.stages import DiTStep as TritonPythonModel  # noqa: F401
+from cosmos_triton.backend.stage_model import StageModel as TritonPythonModel  # noqa: F401

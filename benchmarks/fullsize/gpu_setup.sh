@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Source on the GPU host (from the repository root) with the folder a device call carried:
+#   source benchmarks/fullsize/gpu_setup.sh .gpurun/c1
+# It installs what the image lacks (idempotent: a warm machine keeps an earlier call's installs):
+#   tritonserver-py312.tar.xz  -> /tmp/site (../shared/tools/gpu-wheels builds it from the nvidia-pytriton wheel)
+#   *.whl                      -> the image's Python (the Triton stub imports what that Python imports)
+#   small.tar.xz               -> checkpoints/small (the small tree: blocklist with WordNet, tokenizer files)
+#   ffmpeg.xz                  -> /tmp/ffmpeg (imageio-ffmpeg's binary, carried apart to fit the 64 MiB limit)
+# Image caveats: numpy 1.x for the Triton 2.51 stub (it corrupts BYTES tensors under numpy 2), so when numpy 1.26
+# arrives, the image's scikit-learn/scipy (built for numpy 2, imported by transformers when present) are removed.
+DIR=${1:?folder}
+if [ -f "$DIR/tritonserver-py312.tar.xz" ] && [ ! -x /tmp/site/pytriton/tritonserver/bin/tritonserver ]; then
+  mkdir -p /tmp/site && tar -xJf "$DIR/tritonserver-py312.tar.xz" -C /tmp/site
+fi
+if ls "$DIR"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile "$DIR"/*.whl
+fi
+if ls "$DIR"/numpy-1*.whl >/dev/null 2>&1; then
+  python3 -m pip uninstall -q -y scikit-learn scipy 2>/dev/null || true
+fi
+if [ -f "$DIR/small.tar.xz" ] && [ ! -d checkpoints/small/google-t5 ]; then
+  mkdir -p checkpoints/small && tar -xJf "$DIR/small.tar.xz" -C checkpoints/small
+fi
+if [ -f "$DIR/ffmpeg.xz" ] && [ ! -x /tmp/ffmpeg ]; then
+  xz -dc "$DIR/ffmpeg.xz" > /tmp/ffmpeg && chmod +x /tmp/ffmpeg
+fi
+[ -x /tmp/ffmpeg ] && export IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
+[ -x /tmp/site/pytriton/tritonserver/bin/tritonserver ] && export COSMOS_TRITONSERVER=/tmp/site/pytriton/tritonserver/bin/tritonserver
+export PYTHONUNBUFFERED=1
+true

@@ -3,6 +3,7 @@
     python -m export.train_small_models --out OUT [--minutes 7.5] [--seed 0] [--device cuda] [--t5_dir DIR]
     python -m export.train_small_models --tiny --out OUT      # CPU smoke: a few steps of everything (seconds)
     python -m export.train_small_models --config probe --device cpu --minutes 45 --out OUT   # the recipe at CPU scale
+    python -m export.train_small_models --config cpu --device cpu --minutes 80 --out OUT     # on CPU, at 96x160
 
 Phases (each stops itself at its share of --minutes; weights are written as soon as they exist and refreshed while
 training, so a run cut short still leaves usable files):
@@ -117,6 +118,19 @@ PROBE = RunConfig(
     eval_resolution=(48, 80), checkpoint_every_s=600.0,
 )
 
+# The recipe on a CPU host at the served resolution (96x160 only: a model trained at 48x80 alone meets untrained
+# position-embedding rows at 96x160), batch 8, a short tokenizer phase (its pass-through start already carries
+# colour; CPU steps barely move it), evaluation on 12 oracle cases, e.g. `--config cpu --minutes 80 --device cpu`.
+CPU = RunConfig(
+    tokenizer=replace(PROBE.tokenizer, check_every=10),
+    t2w_arch=FULL.t2w_arch,
+    t2w=replace(PROBE.t2w, batch=8, resolutions=((96, 160, 1.0),)),
+    v2w=replace(PROBE.v2w, batch=8, resolutions=((96, 160, 1.0),)),
+    pools=((96, 160, 192),),
+    tokenizer_end=0.03, t2w_end=0.72, reserve_s=600.0, eval_steps=35, eval_cases=12, eval_v2w_cases=2,
+    eval_resolution=(96, 160), checkpoint_every_s=600.0,
+)
+
 TINY = RunConfig(
     tokenizer=TokenizerConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8), lr=1e-3, warmup_steps=1,
                               clip_kinds=((17, 2, 32, 48, 1.0),), stats_clips=2, stats_resolution=(32, 48),
@@ -132,7 +146,7 @@ TINY = RunConfig(
     eval_resolution=(32, 48), max_steps=(2, 3, 2), checkpoint_every_s=0.0,
 )
 
-CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE}
+CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE, "cpu": CPU}
 
 
 class Run:
@@ -339,7 +353,7 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
         t0 = time.monotonic()
         from cosmos_triton.synthetic.oracle import oracle_cases
 
-        cases = oracle_cases()[: cfg.eval_cases] if cfg.eval_cases else None
+        cases = spread_cases(oracle_cases(), cfg.eval_cases) if cfg.eval_cases else None
         report, samples = evaluate(load_dit(run.builtin / SMALL_DIT_DIR, device),
                                    load_dit(run.builtin / SMALL_V2W_DIT_DIR, device), tokenizer, t5,
                                    num_steps=cfg.eval_steps, cases=cases, v2w_cases=cfg.eval_v2w_cases,
@@ -362,6 +376,14 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
     run.write_log()
 
 
+def spread_cases(cases: list, n: int) -> list:
+    """n of the 24 colour x direction oracle cases (in oracle_cases()' colour-major order), every colour about as
+    often as every direction: colour c's k-th pick is direction (c + k) mod 4."""
+    grid = cases[:24]
+    order = sorted(range(len(grid)), key=lambda i: ((i % 4 - i // 4) % 4, i // 4))
+    return [grid[i] for i in order[:n]]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -373,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow_t5_mismatch", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="smoke configuration: tiny models, a few steps")
     parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
-                        help="full (default), tiny (= --tiny) or probe (the full recipe at CPU scale)")
+                        help="full (default), tiny (= --tiny), probe (the full recipe at CPU scale, 48x80) or cpu "
+                             "(the recipe on CPU at 96x160)")
     parser.add_argument("--no_eval", action="store_true", help="skip the evaluation at the end")
     args = parser.parse_args(argv)
 

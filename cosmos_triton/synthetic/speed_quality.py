@@ -44,12 +44,17 @@ def step_cache(threshold: float = STEP_CACHE_THRESHOLD) -> SpeedMode:
     return SpeedMode(f"step_cache={threshold:g}", {"cache_threshold": threshold})
 
 
-def fp8(settings: Any) -> SpeedMode:
-    """FP8 GEMMs in the DiT blocks (ModelOptions(dit_mode="fp8"): a deployment choice, so its own pipeline)."""
+def fp8(settings: Any, device: str = "cpu") -> SpeedMode:
+    """FP8 GEMMs in the DiT blocks (ModelOptions(dit_mode="fp8"): a deployment choice, so its own pipeline). The
+    DiT stage is loaded here, so that a host without FP8 GEMMs (CUDA sm_89+) raises RuntimeError now."""
     from cosmos_triton.deployment import ModelOptions
-    from cosmos_triton.synthetic.generation import load_text2world
+    from cosmos_triton.pipeline.inprocess import InProcessStages, Pipeline
+    from cosmos_triton.pipeline.model_types import TEXT2WORLD
+    from cosmos_triton.synthetic.generation import text2world_generator
 
-    return SpeedMode("fp8", generate=load_text2world(settings, ModelOptions(dit_mode="fp8")))
+    stages = InProcessStages(settings, device, ModelOptions(dit_mode="fp8"))
+    stages.stage(TEXT2WORLD.dit_model)
+    return SpeedMode("fp8", generate=text2world_generator(Pipeline(TEXT2WORLD, stages)))
 
 
 # name -> factory(ServeSettings) -> SpeedMode; fewer steps take a number instead (fewer_steps).

@@ -138,24 +138,29 @@ def _norm_out(norm: torch.nn.Module, channels: int) -> float:
     return sigma
 
 
+def _colour_out(norm: torch.nn.Module, conv_out: torch.nn.Module) -> None:
+    """norm_out + SiLU + conv_out: the colour channels (shifted by the norm into SiLU's near-linear part) back out
+    unshifted on output channels 0-2 of conv_out, its other outputs zero."""
+    slope, offset = _silu_slope(SHIFT), _silu(SHIFT)
+    _norm_out(norm, conv_out.conv_s.weight.shape[1])
+    bias = torch.zeros(conv_out.conv_s.weight.shape[0])
+    bias[:COLOUR] = -offset / slope
+    _projection(conv_out, [(k, k, 1.0 / slope) for k in range(COLOUR)], bias)
+
+
 @torch.no_grad()
 def pass_through_init(vae: torch.nn.Module) -> torch.nn.Module:
     """Initialise an AutoencoderKLCosmos (haar patch 4, CV8x8x8 layout) in place; returns it."""
     enc, dec = vae.encoder, vae.decoder
     if enc.patch_embed.patch_method != "haar" or enc.patch_embed.patch_size != 4:
         raise ValueError("pass_through_init expects the CV8x8x8 haar patching (patch size 4)")
-    slope, offset = _silu_slope(SHIFT), _silu(SHIFT)
 
     # encoder: haar mean sub-band (channels 0-2) -> [+rgb, -rgb, constants] -> ... -> latent channels 0-2
     c0 = enc.conv_in.conv_s.weight.shape[0]
     _projection(enc.conv_in, _carrier_pairs(0), _carrier_bias(c0))
     _zero_branches(enc)
-    c_last = enc.conv_out.conv_s.weight.shape[1]
-    _norm_out(enc.norm_out, c_last)
+    _colour_out(enc.norm_out, enc.conv_out)
     latent = enc.conv_out.conv_s.weight.shape[0]
-    bias = torch.zeros(latent)
-    bias[:COLOUR] = -offset / slope
-    _projection(enc.conv_out, [(k, k, 1.0 / slope) for k in range(COLOUR)], bias)
     _free_channels(enc.conv_out.conv_s, rows=slice(COLOUR, latent), cols=slice(0, 2 * COLOUR))
     _identity_conv(vae.quant_conv, [(k, k, 1.0) for k in range(latent)], None, (0, 0, 0))
 
@@ -165,10 +170,5 @@ def pass_through_init(vae: torch.nn.Module) -> torch.nn.Module:
     _projection(dec.conv_in, _carrier_pairs(0), _carrier_bias(d0))
     _free_channels(dec.conv_in.conv_s, rows=slice(2 * COLOUR, d0), cols=slice(COLOUR, latent))
     _zero_branches(dec)
-    d_last = dec.conv_out.conv_s.weight.shape[1]
-    _norm_out(dec.norm_out, d_last)
-    outputs = dec.conv_out.conv_s.weight.shape[0]
-    bias = torch.zeros(outputs)
-    bias[:COLOUR] = -offset / slope
-    _projection(dec.conv_out, [(k, k, 1.0 / slope) for k in range(COLOUR)], bias)
+    _colour_out(dec.norm_out, dec.conv_out)
     return vae

@@ -119,26 +119,17 @@ def test_video2world_keeps_the_input_frames_and_continues_their_motion(v2w, inde
 
 
 @pytest.mark.slow
-def test_served_text2world_follows_the_caption(server):
-    import tritonclient.grpc as grpcclient
-
+def test_served_text2world_follows_the_caption(server, tmp_path):
+    """Through the server with the project's client, as a user runs it (prompt as written, served defaults)."""
+    from cosmos_triton.client import text2world as client
     from cosmos_triton.media.mp4 import decode_mp4
 
     case = select(oracle_cases(), "seen")[7]
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    config = client.get_model_config("text2world", as_json=True)["config"]
-    types = {i["name"]: i["data_type"].removeprefix("TYPE_") for i in config["input"]}
-    numpy_types = {"STRING": np.object_, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
-    inputs = []
-    for name, value in (("prompt", case.prompt.encode()), ("seed", case.seed), ("disable_prompt_upsampler", True)):
-        array = np.array([value], dtype=numpy_types[types[name]])
-        tensor = grpcclient.InferInput(name, [1], "BYTES" if types[name] == "STRING" else types[name])
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    outputs = [grpcclient.InferRequestedOutput(name) for name in ("video", "prompt_used")]
-    result = client.infer("text2world", inputs, outputs=outputs, client_timeout=600)
-    assert result.as_numpy("prompt_used")[0].decode() == case.prompt
-    frames = decode_mp4(result.as_numpy("video")[0])[0]
+    rc = client.main(["--url", server.grpc_url, "--prompt", case.prompt, "--seed", str(case.seed),
+                      "--disable_prompt_upsampler", "--video_save_folder", str(tmp_path), "--video_save_name", "case"])
+    assert rc == 0
+    assert (tmp_path / "case.txt").read_text().strip() == case.prompt
+    frames = decode_mp4((tmp_path / "case.mp4").read_bytes())[0]
     a = adherence(frames, case.colour, case.direction)
     print(json.dumps({"served": case.prompt, **a.to_dict()}))
     assert a.colour_ok and a.direction_ok, a

@@ -6,7 +6,7 @@ SMALL := checkpoints/small
 SERVE_ARGS ?= --checkpoint_dir $(SMALL) --diffusion_transformer_dir Cosmos-1.0-Diffusion-Small-Text2World \
 	--v2w_diffusion_transformer_dir Cosmos-1.0-Diffusion-Small-Video2World
 
-.PHONY: setup system-deps checkpoints demo serve test lint typecheck repository perf
+.PHONY: setup system-deps checkpoints demo serve test lint repository perf
 
 setup: $(VENV)/.installed system-deps
 
@@ -32,13 +32,12 @@ demo: checkpoints
 serve: checkpoints
 	$(PY) -m cosmos_triton.server $(SERVE_ARGS)
 
-test: lint typecheck
+test: lint
 	$(PY) -m pytest -q
 
+# ruff (pyproject: E,F,W,I,B,UP,SIM,RET,ARG,C90,RUF) and mypy (basic mode) on the package, clients, benchmarks
 lint: setup
 	$(VENV)/bin/ruff check .
-
-typecheck: setup
 	$(VENV)/bin/mypy
 
 # perf_analyzer against a running `make serve`: MODEL=video2world CONCURRENCY=2 make perf

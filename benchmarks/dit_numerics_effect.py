@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.models.normalization import RMSNorm
@@ -40,7 +41,7 @@ BF16 = torch.bfloat16
 PROMPT = "The robot walks towards the camera."
 
 
-def set_numerics(model: torch.nn.Module, rope: str, rmsnorm: str) -> None:
+def set_numerics(model: Any, rope: str, rmsnorm: str) -> None:
     """'original' or 'diffusers' arithmetic for the RoPE table and for every RMSNorm of a built model."""
     model.rope.__class__ = OriginalRotaryPosEmbed if rope == "original" else CosmosRotaryPosEmbed
     if rope == "original":
@@ -93,9 +94,9 @@ def sample_effect(steps: int, fps: float) -> list[tuple[str, ...]]:
     from cosmos_triton.diffusion.sampler import SIGMA_MAX, sample
     from cosmos_triton.models.checkpoints import latent_shape
     from cosmos_triton.models.dit import load_dit
-    from cosmos_triton.models.text_encoder import T5TextEncoder
     from cosmos_triton.models.tokenizer import CosmosVideoTokenizer, frames_to_uint8
-    from cosmos_triton.pipeline import encode_prompts, seeded_normal, uncond_context
+    from cosmos_triton.pipeline.flow import seeded_normal
+    from cosmos_triton.pipeline.stages import TextEncoderStage
     from cosmos_triton.request.envelope import DEFAULT_NEGATIVE_PROMPT
     from export.make_small_checkpoints import make_small_checkpoints
     from export.small_dit import SMALL_DIT_DIR
@@ -103,8 +104,8 @@ def sample_effect(steps: int, fps: float) -> list[tuple[str, ...]]:
     settings = ServeSettings(checkpoint_dir=str(make_small_checkpoints()), dit_dir=SMALL_DIT_DIR)
     net = load_dit(settings.dit_path)
     tokenizer = CosmosVideoTokenizer(settings.tokenizer_path)
-    cond, negative, has_negative = encode_prompts(T5TextEncoder(settings.t5_path), PROMPT, DEFAULT_NEGATIVE_PROMPT)
-    uncond = uncond_context("Text2World", cond, negative, has_negative)
+    t5 = TextEncoderStage({"t5_dir": str(settings.t5_path)}, "cpu")  # the served stage: bf16 embeddings
+    cond, uncond = (t5(prompt=p)["embedding"] for p in (PROMPT, DEFAULT_NEGATIVE_PROMPT))
     noise = seeded_normal(latent_shape(121, 96, 160), seed=1)
 
     def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

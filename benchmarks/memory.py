@@ -227,7 +227,7 @@ def row_bandwidth(report: Report, device: torch.device, nbytes: int) -> None:
                 "h2d_pageable_gbps": _r(h2d_pageable, 2), "d2h_pinned_gbps": _r(d2h, 2)})
 
 
-def build_vae(tiny: bool) -> torch.nn.Module:
+def build_vae(tiny: bool) -> Any:  # diffusers' AutoencoderKLCosmos
     from diffusers import AutoencoderKLCosmos
 
     if tiny:
@@ -243,7 +243,7 @@ class OriginalSpatialAttention:
     """NVIDIA's `CausalAttnBlock` arithmetic on diffusers' attention module: per-frame scores materialised with bmm,
     scaled, softmaxed, bmm with v (what the shipped decoder.jit computes; diffusers calls SDPA instead)."""
 
-    def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor,
+    def __call__(self, attn: Any, hidden_states: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         del attention_mask  # spatial attention: none
         b, c, t, h, w = hidden_states.shape
@@ -289,7 +289,7 @@ def row_decode(report: Report, device: torch.device, tiny: bool, variants: list[
         decoder = ChunkedDecoder(vae, chunk_frames=chunk, attention_frames=frames)
         decoder(z)
         free_memory(device)
-        out, stats = measure(device, lambda d=decoder: d(z))
+        out, stats = measure(device, functools.partial(decoder, z))
         dev = deviation(ref_cpu, out.cpu())
         del out
         report.add({"row": f"decode/chunked-{chunk}" + (f"-attn{frames}" if frames else "") + tag,

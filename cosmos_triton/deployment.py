@@ -110,15 +110,17 @@ class ModelOptions:
     """
 
     offload: frozenset[str] = frozenset()
+    offload_mode: str = "stage"  # how the offload groups hold their weights: per call (stage) or streamed (blocks)
     dit_offload: str = ""
     dit_mode: str = "exact"
     attention: str = "auto"
     compile: str = "auto"
     compile_cache_dir: str = ""
     warm: str = "all"  # compile at load for every accepted resolution, or only the default one ("default")
+    tensorrt_plans: str = ""  # a folder of TensorRT plans (export/tensorrt_build.py): the DiT steps run them
 
-    def offload_mode(self, stage_model: str) -> str:
+    def offload_for(self, stage_model: str) -> str:
         if stage_model in OFFLOAD_GROUPS["diffusion_transformer"] and self.dit_offload:
             return self.dit_offload
         groups = [g for g in self.offload if stage_model in OFFLOAD_GROUPS[g]]
-        return "stage" if groups else "none"
+        return self.offload_mode if groups else "none"

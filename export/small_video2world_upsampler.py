@@ -24,6 +24,7 @@ Usage: python -m export.small_video2world_upsampler OUT_DIR [--seed N]
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def wire_bigram_answer(state: dict[str, torch.Tensor], params: PixtralParams, ch
         state[f"model.layers.{i}.feed_forward.w2.weight"].zero_()
     embed, head = state["model.tok_embeddings.weight"], state["model.output.weight"]
     head.zero_()
-    for i, (current, following) in enumerate(zip(chain[:-1], chain[1:], strict=True)):
+    for i, (current, following) in enumerate(itertools.pairwise(chain)):
         embed[current] = 0.0
         embed[current, i] = 1.0
         head[following, i] = LOGIT

@@ -129,13 +129,13 @@ def test_generate_is_called_as_the_original(aegis: Aegis, monkeypatch: pytest.Mo
 
 
 def test_model_answer_unsafe_blocks(aegis: Aegis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aegis, "generate", lambda prompt: "unsafe\nO10")
+    monkeypatch.setattr(aegis, "generate", lambda _prompt: "unsafe\nO10")
     result = aegis.check("anything")
     assert not result.safe and result.message.startswith("threat: ")
 
 
 def test_an_exception_counts_as_safe(aegis: Aegis, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    def boom(**kwargs):
+    def boom(**_kwargs):
         raise RuntimeError("CUDA out of memory")
 
     monkeypatch.setattr(aegis.model, "generate", boom)

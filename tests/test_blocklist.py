@@ -119,7 +119,7 @@ def test_small_blocklist_layout(blocklist_dir):
 
 
 def test_check_system_names_the_apt_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="apt-get install .*wordnet-base wordnet-sense-index"):
+    with pytest.raises(FileNotFoundError, match=r"apt-get install .*wordnet-base wordnet-sense-index"):
         check_system(tmp_path)
 
 

@@ -251,7 +251,7 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id, outputs=outputs,
                                               raw_output_contents=raw)
 
-    def _final(self, request: Any, values: dict[str, Any]) -> dict[str, Any]:
+    def _final(self, _request: Any, values: dict[str, Any]) -> dict[str, Any]:
         prompt = values["prompt"][2]
         return {"video": b"\x00\x00\x00\x18ftypmp42 fake video for " + prompt, "prompt_used": b"used: " + prompt}
 
@@ -312,7 +312,7 @@ def test_single_generation_writes_video_and_prompt(fake, tmp_path: Path, capsys,
 
 
 def test_streaming_reports_every_step_to_the_progress_callback(fake) -> None:
-    servicer, url = fake
+    _, url = fake
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)

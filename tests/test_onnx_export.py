@@ -187,7 +187,7 @@ def test_dit_v2w_bf16_graph_is_the_served_network(sources, dit_v2w_program, out_
     assert report("dit_v2w bf16 (widened)", "vs served bf16", err).max_rel <= 3e-2
 
 
-def test_external_data_path_loads_from_a_moved_folder(dit_v2w_program, out_dir: Path, tmp_path: Path) -> None:
+def test_external_data_path_loads_from_a_moved_folder(dit_v2w_program, tmp_path: Path) -> None:
     """Weights at or past the threshold go to <name>.onnx.data by relative path (threshold lowered to 0 here;
     the real one is the 2 GiB protobuf limit, which the full-size DiT passes: see the full-size test)."""
     inline = stages.save_program(dit_v2w_program, tmp_path / "inline" / "dit.onnx")

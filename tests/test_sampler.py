@@ -1,5 +1,6 @@
 """The sampler against closed-form oracles: Gaussian data has an exact denoiser and an exact PF-ODE solution."""
 
+import itertools
 import math
 
 import numpy as np
@@ -44,7 +45,7 @@ def _error(num_steps: int) -> float:
 
 def test_res2ab_converges_to_the_exact_pf_ode_solution_at_second_order():
     errors = [_error(n) for n in (20, 40, 80, 160)]
-    ratios = [a / b for a, b in zip(errors, errors[1:], strict=False)]
+    ratios = [a / b for a, b in itertools.pairwise(errors)]
     assert errors[-1] < 2e-3, errors
     # second order: halving the step size divides the error by ~4 (first-order Euler would give ~2)
     assert all(3.5 < r < 5.5 for r in ratios), (errors, ratios)

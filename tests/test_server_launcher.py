@@ -129,9 +129,9 @@ def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:
         assert seen["token_length"] >= 32  # the per-launch internal token reaches the stubs
         assert seen["kind"] == "CPU"
         # the administrative APIs need the launch's admin key: a client without it cannot unload a model
-        with pytest.raises(InferenceServerException, match="(?i)restricted|header"):
+        with pytest.raises(InferenceServerException, match=r"(?i)restricted|header"):
             client.unload_model("echo")
-        with pytest.raises(InferenceServerException, match="(?i)restricted|header"):
+        with pytest.raises(InferenceServerException, match=r"(?i)restricted|header"):
             client.get_model_repository_index()
         assert client.is_model_ready("echo")
 

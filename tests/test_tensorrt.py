@@ -4,6 +4,7 @@ Expected shapes are written out by hand from the envelopes (latent = 16 x (1 + 1
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_build_command_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert spec["profiles"][0]["x"] == [[1, 16, 16, 88, 88], [1, 16, 16, 88, 160], [1, 16, 16, 160, 160]]
     with pytest.raises(SystemExit, match="no export of t5"):
         build_main(["--onnx_dir", str(tmp_path), "--stage", "t5", "--dry_run"])
-    with pytest.raises(SystemExit, match="export.onnx"):
+    with pytest.raises(SystemExit, match=r"export\.onnx"):
         build_main(["--onnx_dir", str(tmp_path / "none"), "--dry_run"])
 
 
@@ -271,3 +272,19 @@ def test_plan_built_from_the_small_dit_export_runs_like_the_network(small_settin
         rel = float((got - want).abs().max() / want.abs().max())
         print(f"\ndit_t2w TensorRT {h}x{w} vs torch bf16: max rel {rel:.3g}")
         assert rel <= 3e-2  # two bf16 implementations: bf16 rounding, accumulated
+
+
+def test_the_dit_stage_selects_the_tensorrt_runner_from_its_configuration(small_settings, tmp_path) -> None:
+    """`--tensorrt_plans DIR` renders backend tensorrt for the DiT steps; without TensorRT the stage says so at load
+    (the server does not start on a plan it cannot run) instead of falling back silently."""
+    from cosmos_triton.deployment import ModelOptions
+    from cosmos_triton.pipeline.catalog import stage_models
+    from cosmos_triton.pipeline.stages import DiTStepStage
+
+    specs = stage_models(small_settings, ModelOptions(tensorrt_plans=str(tmp_path)))
+    params = specs["dit_step"].params
+    assert (params["backend"], params["plan_dir"]) == ("tensorrt", str(tmp_path))
+    assert "backend" not in stage_models(small_settings)["dit_step"].params
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises((ImportError, RuntimeError), match=r"(?i)tensorrt"):
+            DiTStepStage(params, "cpu")

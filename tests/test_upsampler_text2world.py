@@ -168,11 +168,11 @@ def test_renamed_key_fails_loudly() -> None:
 def test_wrong_shape_and_duplicate_prefix_fail() -> None:
     sd = random_original(TINY)
     sd["layers.0.attention.wk.weight"] = torch.zeros(TINY.n_heads * TINY.head_dim, TINY.dim)  # MHA-sized k
-    with pytest.raises(ValueError, match="layers.0.attention.wk.weight"):
+    with pytest.raises(ValueError, match=r"layers\.0\.attention\.wk\.weight"):
         original_to_hf_mistral(sd, TINY)
     sd = random_original(TINY)
     sd["model.norm.weight"] = sd["norm.weight"]
-    with pytest.raises(KeyError, match="norm.weight"):
+    with pytest.raises(KeyError, match=r"norm\.weight"):
         original_to_hf_mistral(sd, TINY)
 
 
@@ -284,7 +284,7 @@ def test_generation_stops_at_eos_and_caps_length(upsampler: Text2WorldPromptUpsa
     ids = upsampler.generate_ids(upsampler.prompt_ids("A cat."), seed=0)
     assert ids == chain[1:]  # EOS ends it and is not returned
     filler = upsampler.prompt_ids("word " * 300)[:-1]
-    long_prompt = (filler * 4)[: 1024 - 5] + [chain[0]]  # 1020 tokens ending in [/INST]: room for 4 new ones
+    long_prompt = [*(filler * 4)[: 1024 - 5], chain[0]]  # 1020 tokens ending in [/INST]: room for 4 new ones
     assert upsampler.generate_ids(long_prompt, seed=0) == chain[1:5]  # prompt + new <= 1024
     with pytest.raises(ValueError, match="max_seq_len"):
         upsampler.generate_ids([chain[0]] * 1024, seed=0)

@@ -98,7 +98,7 @@ def test_condition_network_input_is_c_in_augment_times_the_augmented_latent():
     assert torch.equal(replaced[:, :, :2], gt[:, :, :2]) and torch.equal(replaced[:, :, 2:], x0[:, :, 2:])
 
 
-def test_condition_noise_is_the_initial_noise(v2w_pipeline):
+def test_condition_noise_is_the_initial_noise():
     from cosmos_triton.pipeline.flow import seeded_normal
 
     shape = latent_shape(121, 96, 160)

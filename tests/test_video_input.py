@@ -143,10 +143,10 @@ def test_last_frames_of_a_video_are_selected() -> None:
 
 def test_too_few_frames_is_an_error_like_the_original() -> None:
     image = decode_visual_input(_image_bytes(np.zeros((8, 8, 3), np.uint8), "PNG"))
-    with pytest.raises(RequestError, match="1 frame.*needs at least 9") as err:
+    with pytest.raises(RequestError, match=r"1 frame.*needs at least 9") as err:
         select_input_frames(image, 9)
     assert err.value.field == "visual_input"
-    with pytest.raises(RequestError, match="5 frame.*needs at least 9"):
+    with pytest.raises(RequestError, match=r"5 frame.*needs at least 9"):
         select_input_frames(np.zeros((5, 8, 8, 3), np.uint8), 9)
 
 

@@ -153,16 +153,17 @@ def test_the_check_stops_at_the_first_unsafe_frame(safety, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_a_failing_frame_is_logged_and_skipped(safety, monkeypatch, caplog, batch_size: int) -> None:
+def test_a_frame_the_classifier_fails_on_is_logged_and_blocks(safety, monkeypatch, caplog, batch_size: int) -> None:
     frames = video(10, marked=(7,))
     frames[3] = 17  # the stub fails on this frame
     stub_encoder(safety, monkeypatch, fail=(17,))
     monkeypatch.setattr(safety, "batch_size", batch_size)
     with caplog.at_level("WARNING", logger=video_safety_module.__name__):
         result = safety.check(frames)
-    assert result.message == "frame 7 classified as Violence" and "frame 3" in caplog.text
+    assert result.message == "frame 7 classified as Violence" and "frame 3" in caplog.text  # unsafe still wins
     frames[7] = 17
-    assert safety.check(frames).safe  # every remaining frame is Safe; failures never block
+    result = safety.check(frames)  # every other frame is Safe: the unchecked ones block (the original skips them)
+    assert not result.safe and result.message == "frame 3 could not be classified"
 
 
 def test_missing_snapshot_gives_a_clear_error(tmp_path: Path) -> None:

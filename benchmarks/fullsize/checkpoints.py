@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ def write_dit(out: Path, name: str, device: str, tiny: bool) -> Path:
     return folder
 
 
-def build_vae(tiny: bool) -> torch.nn.Module:
+def build_vae(tiny: bool) -> Any:  # diffusers' AutoencoderKLCosmos
     """CV8x8x8 = diffusers' AutoencoderKLCosmos default configuration; seeded, bf16 (rebuilt identically by the
     diffusers comparison)."""
     from diffusers import AutoencoderKLCosmos
@@ -105,13 +106,13 @@ def write_tokenizer(out: Path, tiny: bool) -> Path:
     return folder
 
 
-def _save_hf(model: torch.nn.Module, folder: Path) -> None:
+def _save_hf(model: Any, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True, max_shard_size="5GB")
     for weights in folder.glob("*.safetensors"):
         weights.chmod(0o644)
 
 
-def _materialise(model: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def _materialise(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Any:
     """Weights of a meta-built model made real on `device` in `dtype`, random N(0, STD) (norms: ones)."""
     model = model.to_empty(device=device).to(dtype)
     g = torch.Generator(device=device).manual_seed(0)
@@ -154,9 +155,11 @@ def write_aegis(guardrail: Path, device: str, tiny: bool) -> None:
     base = hub_snapshot(guardrail / AEGIS_DIR, LLAMAGUARD_REPO)
     adapter = hub_snapshot(guardrail / AEGIS_DIR, AEGIS_ADAPTER_REPO)
     small = json.loads((base / "config.json").read_text())
-    config = LlamaConfig(**{**small, **({} if tiny else {  # meta-llama/LlamaGuard-7b = Llama-2-7B
-        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-        "num_key_value_heads": 32, "vocab_size": 32000})})
+    if not tiny:  # meta-llama/LlamaGuard-7b = Llama-2-7B; head_dim derives from the width (the small one states 2)
+        small.pop("head_dim", None)
+        small |= {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                  "num_key_value_heads": 32, "vocab_size": 32000}
+    config = LlamaConfig(**small)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model = _materialise(model, device, torch.bfloat16)
@@ -179,19 +182,23 @@ def write_video_safety(guardrail: Path, device: str, tiny: bool) -> None:
     from export.small_video_safety import build_classifier
 
     snapshot = hub_snapshot(guardrail / VIDEO_SAFETY_DIR, SIGLIP_REPO)
-    small = SiglipConfig.from_pretrained(snapshot)
+    small: Any = SiglipConfig.from_pretrained(snapshot)
     text, vision = small.text_config.to_dict(), small.vision_config.to_dict()
     if not tiny:  # google/siglip-so400m-patch14-384
         common = {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16}
         vision |= common | {"image_size": 384, "patch_size": 14}
         text |= common | {"vocab_size": 32000, "max_position_embeddings": 64, "projection_size": 1152}
-    config = SiglipConfig(text_config=text, vision_config=vision)
+    config: Any = SiglipConfig(text_config=text, vision_config=vision)
     with torch.device("meta"):
         model = SiglipModel(config)
     model = _materialise(model, device, torch.float32)
     for weights in snapshot.glob("*.safetensors"):
         weights.unlink()
     _save_hf(model, snapshot)
+    if not tiny:  # the processor resizes to the model's input size
+        processor = json.loads((snapshot / "preprocessor_config.json").read_text())
+        processor["size"] = {"height": 384, "width": 384}
+        (snapshot / "preprocessor_config.json").write_text(json.dumps(processor, indent=2, sort_keys=True) + "\n")
     head = build_classifier(config.vision_config.hidden_size, seed=0)  # votes "Safe": the video passes
     torch.save({"model": head.state_dict()}, guardrail / VIDEO_SAFETY_DIR / CHECKPOINT_FILE)
     _log(f"SigLIP: {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters")

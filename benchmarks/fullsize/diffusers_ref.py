@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
-    vae = build_vae(args.tiny).to(device)
+    vae: Any = build_vae(args.tiny).to(device)
     latent = torch.randn(1, 16, t, h, w, device=device, generator=g, dtype=torch.bfloat16)
     with torch.no_grad():
         _, decode_s = timed(lambda: vae.decode(latent, return_dict=False)[0], device)
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
 
     t5_dir = Path(args.checkpoint_dir) / "google-t5" / "t5-11b"
-    text = T5EncoderModel.from_pretrained(t5_dir, dtype=torch.bfloat16, local_files_only=True).to(device).eval()
+    text: Any = T5EncoderModel.from_pretrained(t5_dir, dtype=torch.bfloat16, local_files_only=True)
+    text = text.to(device).eval()
     ids = torch.randint(0, text.config.vocab_size, (1, 512), device=device)
     with torch.no_grad():
         text(input_ids=ids)

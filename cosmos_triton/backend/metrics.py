@@ -55,7 +55,7 @@ class EntryMetrics:
         self.generation = self._families["generation"].Metric(labels={"entry": entry}, buckets=GENERATION_BUCKETS)
 
     def _labelled(self, family: str, buckets: list[float] | None = None, **labels: str) -> Any:
-        key = (family, *sorted(labels.items()))  # type: ignore[arg-type]
+        key = (family, *(f"{k}={v}" for k, v in sorted(labels.items())))
         if key not in self._metrics:
             kwargs = {"buckets": buckets} if buckets else {}
             self._metrics[key] = self._families[family].Metric(labels={"entry": self.entry, **labels}, **kwargs)

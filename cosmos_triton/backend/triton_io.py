@@ -125,7 +125,7 @@ _TAGS = {"INVALID_ARG": StageRefused, "CANCELLED": Cancelled}
 
 
 def error_response(model: str, exc: BaseException, tag: bool = False) -> Any:
-    if isinstance(exc, _INVALID + (Cancelled,)):
+    if isinstance(exc, (*_INVALID, Cancelled)):
         code = "INVALID_ARG" if isinstance(exc, _INVALID) else "CANCELLED"
         message = str(exc) or "request cancelled"
         if tag and not isinstance(exc, InternalOnly):

@@ -303,12 +303,29 @@ def _scalar(result: Any, name: str) -> float | None:
 Progress = Callable[[int, int], None]
 
 
+def _send(entry: EntryPoint, fields: dict[str, Any], on_answer: Callable[[Any, Any], None], timeout: float,
+          priority: int | None) -> Callable[[], None]:
+    """Start one request (streaming when the server has the streaming entry point); returns its cancel."""
+    inputs = entry.inputs(fields)
+    client = entry.client
+    if entry.stream_model is None:
+        outputs = [grpcclient.InferRequestedOutput(name) for name in ("video", "prompt_used")]
+        context = client.async_infer(entry.model, inputs, callback=on_answer, outputs=outputs,
+                                     client_timeout=timeout, priority=priority or 0)
+        return context.cancel
+    client.start_stream(callback=on_answer)
+    client.async_stream_infer(entry.stream_model, inputs, priority=priority or 0)
+
+    def cancel() -> None:
+        client.stop_stream(cancel_requests=True)
+
+    return cancel
+
+
 def generate(entry: EntryPoint, fields: dict[str, Any], timeout: float, priority: int | None = None,
              progress: Progress | None = None) -> tuple[bytes, str]:
     """One generation; returns (mp4 bytes, prompt used). Streams progress when the server has the streaming entry
     point. Ctrl-C (KeyboardInterrupt) cancels the request on the server before it propagates."""
-    inputs = entry.inputs(fields)
-    outputs = [grpcclient.InferRequestedOutput(name) for name in ("video", "prompt_used")]
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
     deadline = time.monotonic() + timeout
     client = entry.client
@@ -316,17 +333,7 @@ def generate(entry: EntryPoint, fields: dict[str, Any], timeout: float, priority
     def on_answer(result: Any, error: Any) -> None:  # tritonclient calls it with these keyword names
         answers.put((result, error))
 
-    if entry.stream_model is None:
-        context = client.async_infer(entry.model, inputs, callback=on_answer, outputs=outputs,
-                                     client_timeout=timeout, priority=priority or 0)
-        cancel: Callable[[], None] = context.cancel
-    else:
-        client.start_stream(callback=on_answer)
-        client.async_stream_infer(entry.stream_model, inputs, priority=priority or 0)
-
-        def cancel() -> None:
-            client.stop_stream(cancel_requests=True)
-
+    cancel = _send(entry, fields, on_answer, timeout, priority)
     try:
         while True:
             try:

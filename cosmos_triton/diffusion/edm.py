@@ -13,8 +13,11 @@ SIGMA_DATA = 0.5
 class Network(Protocol):
     """F(x, c_noise, context, fps, condition_mask) of a Cosmos DiT (cosmos_triton.models.dit.CosmosDiT)."""
 
-    dtype: torch.dtype
-    device: torch.device
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...
 
     def __call__(self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, fps: float,
                  condition_mask: torch.Tensor | None = None) -> torch.Tensor: ...

@@ -297,7 +297,7 @@ class Aegis:
         # No sampling arguments: the snapshot's generation_config decides (greedy for LlamaGuard-7b).
         output = self.model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=self.tokenizer.eos_token_id)
         prompt_len = inputs["input_ids"].shape[-1]
-        return self.tokenizer.decode(output[0][prompt_len:], skip_special_tokens=True)
+        return str(self.tokenizer.decode(output[0][prompt_len:], skip_special_tokens=True))
 
     def check(self, prompt: str) -> GuardrailResult:
         try:

@@ -54,8 +54,8 @@ class RetinaFaceDims:
             blocks.append(max(found) + 1)  # a gap in the indices shows up later as missing keys
         return cls(
             stem=shape("body.conv1.weight")[0],
-            widths=tuple(shape(f"body.layer{i}.0.conv1.weight")[0] for i in range(1, 5)),
-            blocks=tuple(blocks),
+            widths=(*(shape(f"body.layer{i}.0.conv1.weight")[0] for i in range(1, 5)),),  # type: ignore[arg-type]
+            blocks=(blocks[0], blocks[1], blocks[2], blocks[3]),
             out_channels=shape("fpn.output1.0.weight")[0],
             anchors=shape("ClassHead.0.conv1x1.weight")[0] // 2,
         )
@@ -113,10 +113,10 @@ class ResNetBody(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
+        c2 = self.get_submodule("layer1")(x)  # built by setattr: named for the checkpoint's keys
+        c3 = self.get_submodule("layer2")(c2)
+        c4 = self.get_submodule("layer3")(c3)
+        c5 = self.get_submodule("layer4")(c4)
         return [c3, c4, c5]
 
 
@@ -236,7 +236,7 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> 
 def load_retinaface(path: Path | str, device: str | torch.device = "cpu") -> RetinaFace:
     """Build the network from a checkpoint (plain or `{"state_dict": ...}`, with or without `module.`), fp32, eval."""
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    sd = strip_module_prefix(raw["state_dict"] if "state_dict" in raw else raw)
+    sd = strip_module_prefix(raw.get("state_dict", raw))
     model = RetinaFace(RetinaFaceDims.from_state_dict(sd))
     load_state_dict_strict(model, sd)
     return model.to(device=device, dtype=torch.float32).eval()

@@ -17,7 +17,7 @@ class TextGuardrail:
         from cosmos_triton.guardrail.blocklist import Blocklist
 
         root = Path(guardrail_dir)
-        self.checks = [Blocklist(root / BLOCKLIST_DIR), Aegis(root / AEGIS_DIR, device)]
+        self.checks: list[Blocklist | Aegis] = [Blocklist(root / BLOCKLIST_DIR), Aegis(root / AEGIS_DIR, device)]
 
     def __call__(self, prompt: str) -> str:
         """The prompt unchanged when every check passes; GuardrailBlocked at the first that does not."""

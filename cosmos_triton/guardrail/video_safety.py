@@ -99,7 +99,7 @@ class VideoContentSafetyFilter:
         self.device = device
         self.batch_size = batch_size
         self.encoder = SiglipModel.from_pretrained(snapshot, dtype=torch.float32, local_files_only=True)
-        self.encoder.to(device).eval()
+        self.encoder.to(device).eval()  # type: ignore[arg-type]
         # The original calls SiglipProcessor(images=...), which only runs its image processor. The PIL backend is
         # the one the original used (PIL bicubic resize, then rescale and normalise in numpy), and loading it alone
         # spares the SentencePiece text tokenizer, which nothing here uses.
@@ -121,7 +121,8 @@ class VideoContentSafetyFilter:
     def _classify_batch(self, frames: np.ndarray, first: int) -> list[int | None]:
         """Classes of one batch; if the batch fails, frame by frame, with None for a frame that raises."""
         try:
-            return self.classify(frames)
+            classes: list[int | None] = list(self.classify(list(frames)))
+            return classes
         except Exception:
             if len(frames) > 1:
                 return [self._classify_batch(frames[i : i + 1], first + i)[0] for i in range(len(frames))]
@@ -129,10 +130,18 @@ class VideoContentSafetyFilter:
             return [None]
 
     def check(self, frames: np.ndarray) -> GuardrailResult:
+        """The first unsafe frame blocks, as in the original. Unlike the original, which skips a frame the
+        classifier fails on, such a frame also blocks (after the rest are checked): a frame nothing looked at has
+        not passed the guardrail."""
+        unchecked = None
         for start in range(0, len(frames), self.batch_size):
             classes = self._classify_batch(frames[start : start + self.batch_size], start)
             for index, cls in enumerate(classes, start):
-                if cls is not None and cls != SAFE_CLASS:
+                if cls is None:
+                    unchecked = index if unchecked is None else unchecked
+                elif cls != SAFE_CLASS:
                     name = CLASS_NAMES[cls] if 0 <= cls < len(CLASS_NAMES) else "Unknown"
                     return GuardrailResult(safe=False, guardrail=NAME, message=f"frame {index} classified as {name}")
+        if unchecked is not None:
+            return GuardrailResult(safe=False, guardrail=NAME, message=f"frame {unchecked} could not be classified")
         return GuardrailResult(safe=True, guardrail=NAME)

@@ -87,7 +87,7 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     fps = _validate_fps(fps)
     with tempfile.TemporaryDirectory(prefix="cosmos_mp4_") as tmp:
         path = os.path.join(tmp, "video.mp4")
-        iio.mimsave(path, frames, _PLUGIN, **_writer_kwargs(h, w, fps))
+        iio.mimsave(path, frames, _PLUGIN, **_writer_kwargs(h, w, fps))  # type: ignore[call-overload]
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             raise RuntimeError(f"ffmpeg produced no output for {t} frames of {h}x{w} at {fps} fps")
         n_frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
@@ -98,8 +98,8 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
 
 
 def _write_temp(data: bytes, tmp: str) -> str:
-    data = memoryview(data)  # any bytes-like object; TypeError for anything else
-    if data.nbytes == 0:
+    view = memoryview(data)  # any bytes-like object; TypeError for anything else
+    if view.nbytes == 0:
         raise ValueError("mp4 data is empty")
     path = os.path.join(tmp, "video.mp4")
     with open(path, "wb") as f:

@@ -149,7 +149,7 @@ def _decode_video(data: bytes, keep_last: int | None) -> np.ndarray:
             raise RequestError(INPUT_FIELD, f"could not decode the mp4 video: {_short(e, path)}") from e
         try:
             _check_frame_size(*reader.get_meta_data()["size"])  # from the container header, before decoding
-            for count, frame in enumerate(reader, start=1):
+            for count, frame in enumerate(reader, start=1):  # type: ignore[var-annotated,arg-type]
                 if count > LIMITS.max_video_frames:
                     raise RequestError(INPUT_FIELD, f"has more than {LIMITS.max_video_frames} frames; accepted: at "
                                        f"most {LIMITS.max_video_frames} (only the last 1 or 9 are used)")

@@ -57,8 +57,8 @@ class DiTArchitecture:
         return cls(**d)
 
 
-_7B = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
-_14B = dict(model_channels=5120, num_blocks=36, num_heads=40, rope_scale=(2.0, 2.0, 2.0))
+_7B: dict[str, Any] = dict(model_channels=4096, num_blocks=28, num_heads=32, rope_scale=(2.0, 1.0, 1.0))
+_14B: dict[str, Any] = dict(model_channels=5120, num_blocks=36, num_heads=40, rope_scale=(2.0, 2.0, 2.0))
 DIT_PRESETS: dict[str, DiTArchitecture] = {
     f"Cosmos-1.0-Diffusion-{size}-{kind}": DiTArchitecture(model_type=kind, **arch)
     for size, arch in (("7B", _7B), ("14B", _14B))

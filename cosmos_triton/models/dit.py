@@ -25,6 +25,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ class OriginalRMSNorm(RMSNorm):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         x = hidden_states.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x * self.weight.float()).to(hidden_states.dtype)
+        return (x * self.weight.float()).to(hidden_states.dtype)  # type: ignore[union-attr]  # always affine here
 
 
 class OriginalRotaryPosEmbed(CosmosRotaryPosEmbed):
@@ -206,7 +207,7 @@ class OriginalRotaryPosEmbed(CosmosRotaryPosEmbed):
 
     def follow_original(self, device: torch.device, dtype: torch.dtype) -> None:
         # Created in fp32 and then cast, as the original registers them and model.to(bf16) casts them.
-        f32 = dict(device=device, dtype=torch.float32)
+        f32: dict[str, Any] = dict(device=device, dtype=torch.float32)
         self.register_buffer("seq", torch.arange(max(self.max_size), **f32).to(dtype), persistent=False)
         spatial = torch.arange(0, self.dim_h, 2, **f32)[: self.dim_h // 2] / self.dim_h
         temporal = torch.arange(0, self.dim_t, 2, **f32)[: self.dim_t // 2] / self.dim_t

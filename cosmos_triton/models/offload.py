@@ -91,10 +91,10 @@ def stray_tensors(modules: Iterable[nn.Module]) -> list[str]:
 def _extent(t: torch.Tensor) -> tuple[int, int]:
     """Byte range [lo, hi) of t's storage that t reads."""
     size = t.element_size()
-    lo = t.storage_offset() * size
+    lo = int(t.storage_offset()) * size
     if t.numel() == 0:
         return lo, lo
-    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+    last = sum((int(n) - 1) * int(s) for n, s in zip(t.shape, t.stride(), strict=True))
     return lo, lo + (last + 1) * size
 
 
@@ -402,7 +402,7 @@ class Offloader(Lease):
         if stray := stray_tensors(modules):
             log.warning("tensors outside parameters/buffers stay where they are: %s", ", ".join(stray[:8]))
         self._device_buffer: torch.Tensor | None = None
-        self._done = None
+        self._done: torch.cuda.Event | _EmulatedEvent | None = None
         if not self.active:
             return
         self._copier = CopyStream(self.device)

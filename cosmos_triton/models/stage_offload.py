@@ -28,6 +28,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -188,7 +189,7 @@ def _plan(obj: object) -> _Plan:
         return _Plan([safety.encoder, safety.classifier, faces.net], None,
                      [(safety, "device"), (faces, "device"), (faces, "_means"), (faces, "_priors")])
     if name == "CosmosVideoTokenizer":
-        decoder = getattr(obj.decoder, "module", obj.decoder)  # type: ignore[attr-defined]
+        decoder: nn.Module = getattr(obj.decoder, "module", obj.decoder)  # type: ignore[attr-defined,assignment]
         return _Plan([obj.encoder, decoder], None,  # type: ignore[attr-defined]
                      [(obj, "device"), (obj, "latent_mean"), (obj, "latent_std")])
     raise TypeError(f"no offload plan for {name}")
@@ -220,7 +221,7 @@ def stage_memory(obj: object, device: str | torch.device, offload: str = "stage"
     plan = _plan(obj)
     if device.type == "cuda":
         _relocate(plan.relocate, device)
-    kwargs = dict(device=device, emulate=emulate, empty_cache=empty_cache, lease_s=lease_s)
+    kwargs: dict[str, Any] = dict(device=device, emulate=emulate, empty_cache=empty_cache, lease_s=lease_s)
     if offload == "blocks" and plan.streamable is not None:
         blocks = largest_block_list(plan.streamable)
         memory.leases.append(BlockStreamer(plan.streamable, list(blocks), slots=slots, **kwargs))

@@ -118,7 +118,8 @@ class TensorRTEngine:
         self.output_names = tuple(n for n in names if not is_input[n])
         self.dtypes = {n: TORCH_DTYPES[self.engine.get_tensor_dtype(n).name] for n in names}
         self.profiles = tuple(
-            Profile({n: tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(n, k)) for n in self.input_names})
+            Profile({n: tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(n, k))  # type: ignore[misc]
+                     for n in self.input_names})
             for k in range(self.engine.num_optimization_profiles)
         )
         self._profile: int | None = None
@@ -172,7 +173,7 @@ def pack_dit_inputs(x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tenso
     inputs = {"x": x.to(dtype), "c_noise": c_noise.reshape(batch).to(x.device, dtype),
               "context": context.to(x.device, dtype), "fps": fps_tensor}
     if video2world:
-        inputs["condition_mask"] = condition_mask.to(x.device, dtype)
+        inputs["condition_mask"] = condition_mask.to(x.device, dtype)  # type: ignore[union-attr]  # checked above
     return inputs
 
 

@@ -39,7 +39,7 @@ class T5TextEncoder:
     """`encode(prompts)` -> [N, 512, d_model] fp32 embeddings with padded positions zeroed."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
-        from transformers import T5EncoderModel, T5TokenizerFast
+        from transformers import T5EncoderModel, T5TokenizerFast  # type: ignore[attr-defined]
 
         folder = Path(path)
         _check_folder(folder)
@@ -50,7 +50,7 @@ class T5TextEncoder:
             model = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise OSError(f"could not load the T5 encoder from {folder}: {err}") from err
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model = model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.embed_dim: int = self.model.config.d_model
 
     def tokenize(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,11 +45,13 @@ def stage_models(settings: ServeSettings, options: ModelOptions | None = None) -
     )
     dit = {"dit_mode": options.dit_mode, "attention": options.attention, "compile": options.compile,
            "compile_cache_dir": options.compile_cache_dir, "warm": options.warm}
+    if options.tensorrt_plans:
+        dit |= {"backend": "tensorrt", "plan_dir": options.tensorrt_plans}
     out = {}
     for spec in specs:
         params = dict(spec.params)
         if spec.stage.gpu:
-            params["offload"] = options.offload_mode(spec.name)
+            params["offload"] = options.offload_for(spec.name)
         if spec.kind == "dit_step":
             params |= dit
         out[spec.name] = ModelSpec(spec.name, spec.kind, params)

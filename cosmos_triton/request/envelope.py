@@ -160,8 +160,8 @@ def validate_request(envelope: Envelope, request: dict[str, Any]) -> dict[str, A
     out["num_video_frames"] = int(frames)
     height, width = values["height"], values["width"]
     if (height, width) not in envelope.resolutions:
-        accepted = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
-        raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {accepted}")
+        sizes = ", ".join(f"{h}x{w}" for h, w in envelope.resolutions)
+        raise RequestError("height/width", f"{height}x{width} is not accepted; accepted (height x width): {sizes}")
     out["height"], out["width"] = int(height), int(width)
     if envelope.num_input_frames:
         n = values.get("num_input_frames")

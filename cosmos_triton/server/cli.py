@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "to the GPU for each request, never re-read from disk)")
     for group in OFFLOAD_GROUPS:
         memory.add_argument(f"--offload_{group}", action="store_true")
+    memory.add_argument("--offload_mode", choices=["stage", "blocks"], default="stage",
+                        help="how the offloaded stages hold their weights: uploaded per call, or streamed block by "
+                        "block (transformer layers of T5, LlamaGuard, the upsamplers, the DiT)")
     memory.add_argument("--dit_offload", choices=["stage", "blocks"], default="",
                         help="blocks: stream the DiT's transformer blocks from host memory during each pass")
     speed = parser.add_argument_group("speed")
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: FlashAttention-3 when installed on Hopper, else SDPA (cuDNN)")
     speed.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                        help="compile the DiT blocks at load (auto: on a GPU)")
+    speed.add_argument("--tensorrt_plans", default="",
+                       help="folder of TensorRT plans from export/tensorrt_build.py: the DiT steps run them "
+                       "(needs the tensorrt package; unverified in this project's CI)")
     speed.add_argument("--warm", choices=["all", "default"], default="all",
                        help="compile at load for every accepted resolution or only the default one")
     speed.add_argument("--compile_cache_dir", default=str(Path.home() / ".cache" / "cosmos-triton" / "compile"),
@@ -110,8 +117,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def models_from_args(args: argparse.Namespace) -> ModelOptions:
     offload = frozenset(group for group in OFFLOAD_GROUPS if getattr(args, f"offload_{group}"))
-    return ModelOptions(offload=offload, dit_offload=args.dit_offload, dit_mode=args.dit_mode, attention=args.attention,
-                        compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm)
+    return ModelOptions(offload=offload, offload_mode=args.offload_mode, dit_offload=args.dit_offload,
+                        dit_mode=args.dit_mode, attention=args.attention,
+                        compile=args.compile, compile_cache_dir=args.compile_cache_dir, warm=args.warm,
+                        tensorrt_plans=args.tensorrt_plans)
 
 
 def serving_from_args(args: argparse.Namespace) -> ServingOptions:
@@ -183,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_key=args.admin_key, log_file=args.log_file, echo=sys.stdout, log_verbose=args.log_verbose,
             exit_timeout_s=args.exit_timeout, extra_args=extra, tritonserver=args.tritonserver,
         )
-        print(f"[cosmos-triton] starting {handle.process.args[0]} (pid {handle.process.pid}) with "
+        program = os.fsdecode(next(iter(handle.process.args)))  # type: ignore[arg-type]  # Popen was given a list
+        print(f"[cosmos-triton] starting {program} (pid {handle.process.pid}) with "
               f"{json.dumps(asdict(settings))}", flush=True)
         code = _serve(handle, args, stop_requested)
         if code is not None:

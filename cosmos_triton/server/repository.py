@@ -101,7 +101,8 @@ def render_models(settings: ServeSettings, model_types: tuple[ModelType, ...] | 
             configs[config.name], code[config.name] = config, ENTRY_MODEL_PY
         for name in ENTRY_STAGES[model_type.name]:
             configs[name], code[name] = stage_config(specs[name]), STAGE_MODEL_PY
-    return {name: (HEADER + text_format.MessageToString(config), code[name]) for name, config in sorted(configs.items())}
+    return {name: (HEADER + text_format.MessageToString(config), code[name])
+            for name, config in sorted(configs.items())}
 
 
 def write_repository(out: Path, settings: ServeSettings, model_types: tuple[ModelType, ...] | None = None,

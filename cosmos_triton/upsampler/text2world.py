@@ -136,7 +136,7 @@ def original_key_shapes(arch: MistralArchitecture) -> dict[str, tuple[int, ...]]
 
 def unwrap_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The four spellings the original accepts: `{"model": sd}` or bare, keys with or without `model.`."""
-    state_dict = checkpoint["model"] if "model" in checkpoint else checkpoint
+    state_dict = checkpoint.get("model", checkpoint)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if EXTRA_STATE in key:
@@ -303,4 +303,4 @@ class Text2WorldPromptUpsampler:
 
     def upsample(self, prompt: str, seed: int) -> str:
         ids = self.generate_ids(self.prompt_ids(prompt), seed)
-        return clean_text(self.tokenizer.decode(ids, skip_special_tokens=False))
+        return clean_text(str(self.tokenizer.decode(ids, skip_special_tokens=False)))

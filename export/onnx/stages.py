@@ -250,7 +250,7 @@ def _returns_tuple(module: torch.jit.ScriptModule) -> bool:
 
 
 class _Normalised(nn.Module):
-    __constants__ = ["sigma_data"]  # a TorchScript constant
+    __constants__ = ("sigma_data",)  # a TorchScript constant
 
     def __init__(self, jit: torch.jit.ScriptModule, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()

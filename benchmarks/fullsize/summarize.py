@@ -1,0 +1,117 @@
+"""benchmarks/results/summary.json from the raw GPU outputs in benchmarks/results/h200/ (machine-readable rows:
+model, task, mode, gpus, e2e_s, dit_s, stages, peak_gib, diffusers_e2e_s, ratio, steps_measured, deviation,
+device, date, commit, command).
+
+    python -m benchmarks.fullsize.summarize
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+RAW = RESULTS / "h200"
+DEVICE, DATE, COMMIT = "NVIDIA H200 (1 GPU), torch 2.11.0+cu130", "2026-12-01", "e56e08e"
+EVALUATIONS = 36  # 35 steps + the final clean x0
+OTHER_STAGES_S = 15.0  # T5 + decode + mp4 + guardrails of the served 7B run, rounded (RESULTS.md)
+PREPARE = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh prepare"
+SERVE = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve"
+DIT14 = ("python3 benchmarks/dit_modes.py --model Cosmos-1.0-Diffusion-14B-Text2World "
+         "--rows exact_eager,alternative,exact_compile,fp8_compile --budget-s 165 --out $OUT")
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RAW / name).read_text())
+
+
+def _row(**fields: Any) -> dict[str, Any]:
+    base = {"task": "t2w", "gpus": 1, "stages": None, "device": DEVICE, "date": DATE, "commit": COMMIT}
+    return base | fields
+
+
+def dit_rows(model: str, name: str, command: str) -> list[dict[str, Any]]:
+    """Per-forward rows, extrapolated to 72 forwards plus the other stages' measured time."""
+    modes = {r["name"]: r for r in _load(name)["rows"]}
+    reference = modes["alternative"]["forward_s"]
+    rows = []
+    for key, mode in (("exact_compile", "exact"), ("fp8_compile", "fp8"), ("exact_eager", "exact (eager reference)")):
+        if key not in modes:
+            continue
+        forward = modes[key]["forward_s"]
+        dit = 2 * EVALUATIONS * forward
+        rows.append(_row(
+            model=model, mode=mode, e2e_s=round(dit + OTHER_STAGES_S, 1), dit_s=round(dit, 1),
+            peak_gib=modes[key]["peak_gib"], diffusers_e2e_s=round(2 * EVALUATIONS * reference + OTHER_STAGES_S, 1),
+            ratio=round(reference / forward, 3), steps_measured=0,
+            deviation={"one_forward": {"max_abs": modes[key]["max_abs"], "rel_l2": modes[key]["rel_l2"]}},
+            note=f"in process: {forward} s per forward (diffusers {reference} s); e2e extrapolated as 72 forwards + "
+                 f"{OTHER_STAGES_S} s of other stages", command=command))
+    return rows
+
+
+def cache_rows() -> list[dict[str, Any]]:
+    data = _load("dit_modes_7B.json")
+    rows = []
+    for entry in data.get("cache", []):
+        if not entry.get("threshold"):
+            continue
+        forward = {r["name"]: r for r in data["rows"]}["exact_compile"]["forward_s"]
+        dit = 2 * EVALUATIONS * forward / entry["speedup"]
+        rows.append(_row(
+            model="7B", mode=f"cache (teacache {entry['threshold']})", e2e_s=round(dit + OTHER_STAGES_S, 1),
+            dit_s=round(dit, 1), peak_gib=entry["peak_gib"], diffusers_e2e_s=None, ratio=None,
+            steps_measured=entry["steps"],
+            deviation={"final_latent": entry["final"], "step_x0": entry["step_x0"],
+                       "skipped": f"{entry['skipped']}/{entry['evaluations']}"},
+            note="3-step sampling run; the speed-up over 35 steps is not shown by it", command=PREPARE))
+    return rows
+
+
+def served_rows() -> list[dict[str, Any]]:
+    served, alternative = _load("serve_7B-exact.json"), _load("diffusers_7B-t2w.json")
+    t2w = served["t2w"]
+    stages = t2w["stages"]
+    ours_same_parts = t2w["dit_s_extrapolated"] + stages["tokenizer_decoder"] + stages["t5_encoder"]
+    return [_row(
+        model="7B", mode="exact (served through Triton)", e2e_s=t2w["e2e_extrapolated_s"],
+        dit_s=t2w["dit_s_extrapolated"], stages=stages, peak_gib=served["peak_gib"],
+        diffusers_e2e_s=alternative["e2e_s_extrapolated"],
+        ratio=round(alternative["e2e_s_extrapolated"] / ours_same_parts, 3), steps_measured=served["steps_measured"],
+        deviation=None, bls_overhead_per_step_s=round(t2w["dit_eval_s"] - 2 * 3.6428, 3),
+        note="ratio on the parts diffusers runs (DiT loop, decode, T5); the video-guardrail time of this run is "
+             "invalid (full-size SigLIP kept the small preprocessor: every frame failed) and LlamaGuard was "
+             "undersized; peak_gib with both entry points served", command=SERVE)]
+
+
+def memory_rows() -> list[dict[str, Any]]:
+    rows = []
+    for name, model in (("memory_7B.json", "7B"), ("memory_14B.json", "14B")):
+        by_row = {r["row"]: r for r in _load(name)["rows"]}
+        resident = by_row.get(f"dit/{model}/resident")
+        for setting in ("blocks-warm", "stage-offload"):
+            row = by_row.get(f"dit/{model}/{setting}")
+            if row is None or resident is None:
+                continue
+            rows.append(_row(
+                model=model, mode=f"memory: DiT {setting} (one guided evaluation)", e2e_s=None,
+                dit_s=round(EVALUATIONS * row["s"], 1), peak_gib=row["peak_alloc_gb"], diffusers_e2e_s=None,
+                ratio=round(resident["s"] / row["s"], 4), steps_measured=0,
+                deviation={"max_abs_vs_resident": row["max_abs_vs_resident"]},
+                note=f"resident: {resident['s']} s, peak {resident['peak_alloc_gb']} GB (allocator peaks)",
+                command=PREPARE if model == "7B" else "python3 benchmarks/memory.py --dit 14B --skip "
+                "context,bandwidth,decode,decode-bmm --budget-s 120 --out $OUT"))
+    return rows
+
+
+def main() -> int:
+    rows = [*served_rows(), *dit_rows("7B", "dit_modes_7B.json", PREPARE),
+            *dit_rows("14B", "dit_modes_14B.json", DIT14), *cache_rows(), *memory_rows()]
+    (RESULTS / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"{len(rows)} rows -> {RESULTS / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

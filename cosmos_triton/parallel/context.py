@@ -43,6 +43,8 @@ from cosmos_triton.models.dit_speed import CosmosSpeedAttnProcessor, FastCosmosD
 from cosmos_triton.models.step_cache import StepCache
 
 CONTEXT_ATTENTION = ("ulysses",)
+# torch 2.13 renamed all_gather_tensor (deprecated there) to all_gather_single; the project supports torch >= 2.4
+_all_gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor
 
 
 def split_sizes(n: int, parts: int) -> tuple[int, ...]:
@@ -241,7 +243,8 @@ class ContextParallelDiT(FastCosmosDiT):
         longest = max(plan.tokens)
         if out.shape[1] < longest:  # uneven shards: pad to equal size for the all-gather, cut after
             out = torch.nn.functional.pad(out, (0, 0, 0, longest - out.shape[1]))
-        gathered = funcol.wait_tensor(funcol.all_gather_tensor(out.contiguous(), 1, plan.group))
+        # gathered along dim 0, the one every torch version's all-gather concatenates without a copy of its own
+        gathered = funcol.wait_tensor(_all_gather(out.transpose(0, 1).contiguous(), 0, plan.group)).transpose(0, 1)
         if all(n == longest for n in plan.tokens):
             return gathered
         parts = torch.split(gathered, longest, dim=1)

@@ -36,6 +36,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SAMPLE_LATENT = (16, 3, 6, 10)
 STEPS = 5
 RANK_TIMEOUT_S = 120  # a rank's whole run takes < 10 s
+COMPILED_CASE = "t2w-b1-uneven-fp32"
 THRESHOLD = 1.0  # teacache: on this random 2-block DiT some evaluations skip, some compute (asserted)
 
 
@@ -106,6 +107,14 @@ def _context_parallel_forwards(group: object) -> dict[str, object]:
     return out
 
 
+def _compiled_forward() -> torch.Tensor:
+    """The blocks compiled whole (fullgraph: the all-to-alls trace without a graph break), with aot_eager's eager
+    kernels so the bits stay comparable."""
+    _, arch, batch, latent, dtype = next(c for c in forward_cases() if c[0] == COMPILED_CASE)
+    speed = DiTSpeed(attention="sdpa", compile=True, cache=None, fullgraph=True, compile_backend="aot_eager")
+    return make_context_parallel(speed.apply(make_net(arch, dtype)))(*forward_inputs(arch, batch, latent, dtype))
+
+
 def _group_distance(group: object) -> dict[str, object]:
     """GroupStepCache.distance on this rank's token shard, for the whole-tensor relative_l1."""
     gen = torch.Generator().manual_seed(5)
@@ -140,6 +149,11 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             results[f"cfg/{a}"] = _sampling(arch, cfg_group, context_group)
         if world > 2:  # context-parallel with the cache, no CFG split: the group-reduced decisions
             results["context/t2w"] = _sampling(T2W, None, dist.group.WORLD)
+        else:
+            from torch._dynamo.utils import counters
+
+            results[f"compiled/{COMPILED_CASE}"] = _compiled_forward()
+            results["graphs"] = (counters["stats"]["unique_graphs"], sum(counters["graph_break"].values()))
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -176,6 +190,7 @@ def references() -> dict[str, object]:
     for a, arch in ARCHS.items():
         out[f"cfg/{a}"] = run_sample(fast(make_net(arch, torch.bfloat16), cache=True), arch, guided_x0)
     out["context/t2w"] = out["cfg/t2w"]
+    out[f"compiled/{COMPILED_CASE}"] = out[f"forward/{COMPILED_CASE}"]
     return out
 
 
@@ -209,10 +224,12 @@ def test_the_reference_sampling_both_skips_and_computes(reference):
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_parallel_equals_one_process(world, tmp_path, reference):
-    """world 2: Ulysses over 2 ranks (3 heads each), CFG over 2 ranks. world 4: Ulysses over 4 ranks (uneven heads),
-    CFG x 2 context ranks, and 4-way context with the step cache."""
+    """world 2: Ulysses over 2 ranks (3 heads each), eager and compiled; CFG over 2 ranks. world 4: Ulysses over
+    4 ranks (uneven heads), CFG x 2 context ranks, and 4-way context with the step cache."""
     ranks = spawn(world, tmp_path)
     check(ranks, reference)
-    assert len(ranks[0]) == len(forward_cases()) + 2 + len(ARCHS) + (world > 2)
+    assert len(ranks[0]) == len(forward_cases()) + 2 + len(ARCHS) + 1 + (world == 2)  # every result compared
+    if world == 2:
+        assert ranks[0]["graphs"] == (1, 0)  # one block graph, all-to-alls inside it
     for results in ranks:
         assert results["distance"] == pytest.approx(results["whole"], rel=1e-5)  # fp32 sums, other order

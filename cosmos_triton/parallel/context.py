@@ -235,7 +235,10 @@ class ContextParallelDiT(FastCosmosDiT):
         for processor in self.processors:
             processor.plan = plan
         s = slice(plan.start, plan.stop)
-        return tokens[:, s], (rope[0][s], rope[1][s]), pos[:, s]
+        # fresh copies: block 0 then sees the strides the other blocks see; a slice keeps stride L * D on the batch
+        # dim (.contiguous() keeps it too when B = 1) and Dynamo would compile a second graph for it
+        fresh = torch.contiguous_format
+        return tokens[:, s].clone(memory_format=fresh), (rope[0][s], rope[1][s]), pos[:, s].clone(memory_format=fresh)
 
     def _gather_sequence(self, out: torch.Tensor) -> torch.Tensor:
         plan = self.processors[0].plan

@@ -142,6 +142,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     # ranks that diverge (e.g. different cache decisions) wait in mismatched collectives: fail, not hang
     faulthandler.dump_traceback_later(RANK_TIMEOUT_S, exit=True)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_grad_enabled(False)  # inference, as the reference
     try:
         results = _context_parallel_forwards(None) | _group_distance(None)
         cfg_group, context_group = parallel_groups(context=world // 2)  # 2 branches of world / 2 context ranks

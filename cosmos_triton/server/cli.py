@@ -35,6 +35,16 @@ CHECKPOINT_FLAGS = {
 }
 
 
+def gpu_list(text: str) -> tuple[int, ...]:
+    """"0,1" -> (0, 1)."""
+    try:
+        gpus = tuple(int(part) for part in text.split(","))
+        ServingOptions(gpus=gpus)  # distinct, >= 0
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated GPU ids such as 0,1, got {text!r}") from exc
+    return gpus
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cosmos-serve",
@@ -77,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--grpc-port", type=int, default=8001, help="0: any free port")
     srv.add_argument("--metrics-port", type=int, default=8002, help="0: any free port")
     srv.add_argument("--entry-instances", type=int, default=serving.entry_instances,
-                     help="generations in progress at once per entry point")
+                     help="generations in progress at once per entry point (per GPU on GPUs)")
+    srv.add_argument("--gpus", type=gpu_list, default=(),
+                     help="comma-separated GPU ids, e.g. 0,1: one pipeline replica on each (entry instances and "
+                     "one instance of every GPU stage per GPU); default: every GPU tritonserver sees")
     srv.add_argument("--max-queue-size", type=int, default=serving.max_queue_size,
                      help="requests waiting per entry point before new ones are refused")
     srv.add_argument("--queue-timeout", type=float, default=serving.queue_timeout_s,
@@ -125,7 +138,7 @@ def models_from_args(args: argparse.Namespace) -> ModelOptions:
 
 def serving_from_args(args: argparse.Namespace) -> ServingOptions:
     return ServingOptions(entry_instances=args.entry_instances, max_queue_size=args.max_queue_size,
-                          queue_timeout_s=args.queue_timeout)
+                          queue_timeout_s=args.queue_timeout, gpus=args.gpus)
 
 
 EXIT_TIMEOUT_LINE = "Exit timeout expired"

@@ -78,12 +78,22 @@ class ServeSettings:
 class ServingOptions:
     """How the entry points take work (rendered into their config.pbtxt). A generation runs per entry instance;
     more wait in the queue up to `max_queue_size`, each at most `queue_timeout_s` (0: no limit); beyond either a
-    request is refused at once with UNAVAILABLE. Priority 1 is served before the default 2."""
+    request is refused at once with UNAVAILABLE. Priority 1 is served before the default 2.
 
-    entry_instances: int = 2
+    Replicas (docs/parallel.md): on GPUs Triton creates the entry instances and one instance of every GPU stage
+    per GPU, so N GPUs hold N pipelines and run N x `entry_instances` generations at once. `gpus` names the GPUs
+    (instance groups KIND_GPU on exactly those); empty: every GPU Triton sees (KIND_AUTO, or the CPU without one).
+    """
+
+    entry_instances: int = 2  # per GPU on GPUs
     max_queue_size: int = 16
     queue_timeout_s: float = 0.0
     priority_levels: int = 2
+    gpus: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.gpus)) != len(self.gpus) or any(g < 0 for g in self.gpus):
+            raise ValueError(f"gpus must be distinct device ids >= 0, got {self.gpus}")
 
 
 # The original's offload flags (--offload_<name>) and the stages each covers.

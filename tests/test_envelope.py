@@ -17,7 +17,8 @@ def test_defaults_are_the_original_cli_defaults():
     req = validate_request(ORIGINAL_ENVELOPE, {"prompt": "a robot"})
     assert req == {"prompt": "a robot", "negative_prompt": DEFAULT_NEGATIVE_PROMPT, "seed": 1, "num_steps": 35,
                    "guidance": 7.0, "fps": 24, "num_video_frames": 121, "height": 704, "width": 1280,
-                   "disable_prompt_upsampler": False, "word_limit_to_skip_upsampler": 250}
+                   "disable_prompt_upsampler": False, "word_limit_to_skip_upsampler": 250,
+                   "cache_threshold": 0.0}  # ours: the step cache, off unless asked
     assert DEFAULT_NEGATIVE_PROMPT.startswith("The video captures a series of frames showing ugly scenes")
     assert DEFAULT_NEGATIVE_PROMPT.endswith("Overall, the video is of poor quality.")
 

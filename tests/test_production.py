@@ -25,7 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from cosmos_triton.server.supervisor import stub_instances
+from cosmos_triton.server.supervisor import metric_sum, stub_instances
 
 pytestmark = pytest.mark.slow
 PROMPT = "A robot walks through a warehouse full of boxes."
@@ -72,11 +72,7 @@ class Launcher:
             return r.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_sum(self.metrics(), name, **labels)
 
     def server_pid(self) -> int:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "tritonserver"], capture_output=True,
@@ -198,6 +194,9 @@ def test_a_full_queue_is_refused_at_once_with_a_clear_error(launcher):
         stream.cancel()
     assert result is None and error is not None
     assert "queue" in str(error).lower() and elapsed < 10, (str(error), elapsed)
+    # the next test starts on a free entry point: nothing running, nothing queued
+    assert _wait_for(lambda: launcher.metric("cosmos_generations_in_flight", entry="text2world_stream") == 0
+                     and launcher.metric("nv_inference_pending_request_count", model="text2world_stream") == 0)
 
 
 def test_our_metrics_are_on_the_metrics_port(launcher):
@@ -212,11 +211,21 @@ def test_our_metrics_are_on_the_metrics_port(launcher):
     assert _wait_for(lambda: launcher.metric("cosmos_guardrail_blocks_total", guardrail="Blocklist") >= 1)
 
 
+def stub_pid(server_pid: int, instance: str) -> int:
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[-1].split()[1])
+            if ppid == server_pid and instance.encode() in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    raise LookupError(f"no stub {instance} under pid {server_pid}")
+
+
 def test_a_killed_stage_is_detected_and_restored(launcher):
-    instances = stub_instances(launcher.server_pid())
-    assert "dit_step_0_0" in instances
-    pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-               and b"dit_step_0_0" in (p / "cmdline").read_bytes())
+    server_pid = launcher.server_pid()
+    assert "dit_step_0_0" in stub_instances(server_pid)
+    pid = stub_pid(server_pid, "dit_step_0_0")  # this server's stub: other test servers may run beside it
     os.kill(pid, signal.SIGKILL)
     assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)  # it stops claiming readiness
     assert _wait_for(lambda: launcher.health("ready") == 200, timeout=120)  # and serves again
@@ -228,7 +237,8 @@ def test_a_killed_stage_is_detected_and_restored(launcher):
 
 def test_sigterm_drains_running_generations_then_exits_cleanly(launcher):
     stream = Stream(launcher.grpc_url, num_steps=25)
-    stream.next()  # running
+    _, error = stream.next()
+    assert error is None, error  # running
     launcher.process.send_signal(signal.SIGTERM)
     assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)  # load balancers stop sending first
     client = grpcclient.InferenceServerClient(launcher.grpc_url)

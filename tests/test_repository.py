@@ -50,6 +50,35 @@ def test_entry_points_carry_the_queue_policy_and_stages_their_checkpoints(tmp_pa
     assert configs["mp4_encoder"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
 
 
+@pytest.mark.parametrize("gpus", [(), (0, 1), (2, 3, 5)])
+def test_replicas_one_pipeline_per_gpu(tmp_path, gpus):
+    """Every entry point and GPU stage lands on each listed GPU (count per GPU), or where Triton puts it (KIND_AUTO:
+    each GPU it sees) when none is listed; the CPU stages stay one CPU instance."""
+    settings = ServeSettings(checkpoint_dir=str(tmp_path))
+    configs = {name: _parse(text) for name, text in
+               render_configs(settings, tuple(MODEL_TYPES.values()), ServingOptions(gpus=gpus)).items()}
+    specs = stage_models(settings)
+    gpu_kind = mc.ModelInstanceGroup.KIND_GPU if gpus else mc.ModelInstanceGroup.KIND_AUTO
+    entries = {m.entry for m in MODEL_TYPES.values()} | {m.stream_entry for m in MODEL_TYPES.values()}
+    assert entries < set(configs)
+    for name, config in configs.items():
+        (group,) = config.instance_group
+        if name in entries:
+            expected = (gpu_kind, 2, list(gpus))
+        elif specs[name].stage.gpu:
+            expected = (gpu_kind, 1, list(gpus))
+        else:
+            expected = (mc.ModelInstanceGroup.KIND_CPU, 1, [])
+        assert (group.kind, group.count, list(group.gpus)) == expected, name
+    assert {n for n in configs if n not in entries and specs[n].stage.gpu} >= {"dit_step", "t5_encoder"}
+
+
+def test_gpus_must_be_distinct_ids():
+    for bad in ((0, 0), (-1,)):
+        with pytest.raises(ValueError, match="gpus"):
+            ServingOptions(gpus=bad)
+
+
 def test_an_entry_point_without_its_checkpoint_is_not_rendered(tmp_path):
     settings = ServeSettings(checkpoint_dir=str(tmp_path))
     (tmp_path / settings.dit_dir).mkdir()

@@ -110,7 +110,11 @@ def test_cli_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (settings.dit_dir, settings.t5_dir, settings.tokenizer_dir) == ("small", "t5-small",
                                                                           ServeSettings().tokenizer_dir)
     serving = serving_from_args(args)
-    assert (serving.max_queue_size, serving.queue_timeout_s) == (3, 2.5)
+    assert (serving.max_queue_size, serving.queue_timeout_s, serving.gpus) == (3, 2.5, ())
+    assert serving_from_args(parse_args(["--gpus", "0,1"])[0]).gpus == (0, 1)
+    for bad in ("0,0", "a", "0,,1", "-1"):
+        with pytest.raises(SystemExit):
+            parse_args(["--gpus", bad])
 
 
 def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:

@@ -120,10 +120,17 @@ def test_a_third_call_in_one_step_and_nested_steps_raise(plain_net):
     net = fast_net(plain_net)
     cond, uncond = contexts(0)
     x = initial_noise(LATENT, 0)
-    with pytest.raises(RuntimeError, match="third call"), net.step("s", 0.3):
+    with pytest.raises(RuntimeError, match="one call more"), net.step("s", 0.3):
         guided_x0(net, x, torch.tensor([2.0]), cond, uncond, 7.0, 24.0)
         guided_x0(net, x, torch.tensor([2.0]), cond, uncond, 7.0, 24.0)
     with pytest.raises(RuntimeError, match="do not nest"), net.step("s", 0.3), net.step("t", 0.3):
+        pass
+    # a CFG-parallel rank evaluates one branch per step: its call is that branch, a second one raises
+    with pytest.raises(RuntimeError, match="one call more"), net.step("u", 0.3, branches=("uncond",)) as step:
+        net(x.bfloat16(), torch.tensor([0.3]).bfloat16(), uncond, 24.0)
+        assert step.branches == ["uncond"] and net.cache.stats("u").keys() == {"uncond", "total"}
+        net(x.bfloat16(), torch.tensor([0.3]).bfloat16(), uncond, 24.0)
+    with pytest.raises(ValueError, match="branches"), net.step("v", 0.3, branches=("both",)):
         pass
 
 

@@ -148,13 +148,19 @@ class StepReport:
     branches: list[str] = field(default_factory=list)
     skipped: int = 0
     session_stats: dict[str, dict[str, int]] | None = None  # counters of the session after this step
+    plan: tuple[str, ...] = BRANCHES  # the branches this scope's calls evaluate, in call order
 
 
 class FastCosmosDiT(nn.Module):
     """A `CosmosDiT` with the speed settings applied: same call signature, `.dtype`, `.device`, `.arch`, `.model`.
 
     Outside `step(...)` every call is the plain (uncached) path. Inside, the calls are the branches of one guided
-    evaluation in `guided_x0`'s order: the first is "cond", the second "uncond"; a third raises."""
+    evaluation in `guided_x0`'s order: the first is "cond", the second "uncond"; a third raises. (A CFG-parallel
+    rank evaluates one branch: `step(..., branches=("uncond",))`.)
+
+    Two hooks, identity here, let a subclass run the blocks on a shard of the token sequence
+    (cosmos_triton/parallel/context.py): `_shard_sequence` after the patch embedding, `_gather_sequence` after the
+    final layer."""
 
     def __init__(self, net: CosmosDiT, blocks: Sequence[Callable], cache: StepCache | None, settings: dict) -> None:
         super().__init__()
@@ -183,13 +189,16 @@ class FastCosmosDiT(nn.Module):
 
     # --- per request ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def step(self, session: Hashable, threshold: float, final: bool = False) -> Iterator[StepReport]:
+    def step(self, session: Hashable, threshold: float, final: bool = False,
+             branches: Sequence[str] = BRANCHES) -> Iterator[StepReport]:
         """Scope of one guided evaluation of request `session` with the cache threshold of that request
         (<= 0: off, bit-identical to no cache). `final`: the last (clean x0) evaluation, always computed, after
-        which the session's cache is freed."""
+        which the session's cache is freed. `branches`: what the calls in the scope evaluate, in order."""
         if getattr(self._local, "scope", None) is not None:
             raise RuntimeError("FastCosmosDiT.step scopes do not nest")
-        report = StepReport(session=session, threshold=float(threshold), final=bool(final))
+        if not branches or any(b not in BRANCHES for b in branches):
+            raise ValueError(f"branches must be a non-empty sequence of {BRANCHES}, got {branches!r}")
+        report = StepReport(session=session, threshold=float(threshold), final=bool(final), plan=tuple(branches))
         self._local.scope = report
         try:
             yield report
@@ -204,9 +213,10 @@ class FastCosmosDiT(nn.Module):
                 condition_mask: torch.Tensor | None = None) -> torch.Tensor:
         scope: StepReport | None = getattr(self._local, "scope", None)
         if scope is not None:
-            if len(scope.branches) == len(BRANCHES):
-                raise RuntimeError("a guided step evaluates two branches (cond, uncond); got a third call")
-            scope.branches.append(BRANCHES[len(scope.branches)])
+            if len(scope.branches) == len(scope.plan):
+                raise RuntimeError(f"this step scope evaluates {len(scope.plan)} branch(es) {scope.plan}; "
+                                   "got one call more")
+            scope.branches.append(scope.plan[len(scope.branches)])
         m: Any = self.model
         b, _, t, h, w = x.shape
         channels = [x] if condition_mask is None else [x, condition_mask.to(x.dtype)]
@@ -219,15 +229,26 @@ class FastCosmosDiT(nn.Module):
         if c_noise.ndim != 1:
             raise ValueError(f"c_noise must be [B], got {tuple(c_noise.shape)}")
         temb, emb = m.time_embed(tokens, c_noise)
+        tokens, rope, pos = self._shard_sequence(tokens, rope, pos)
         args = (context, emb, temb, rope, pos)
         with self._stance():
             if scope is None or self.cache is None or scope.threshold <= 0:
                 out = self._run_blocks(self._blocks, tokens, args)
             else:
-                out = self._cached_blocks(scope, BRANCHES[len(scope.branches) - 1], tokens, c_noise, args)
-        out = m.proj_out(m.norm_out(out, emb, temb))
+                out = self._cached_blocks(scope, scope.branches[-1], tokens, c_noise, args)
+        out = self._gather_sequence(m.proj_out(m.norm_out(out, emb, temb)))
         out = out.unflatten(2, (ph, pw, pt, -1)).unflatten(1, (t // pt, h // ph, w // pw))
         return out.permute(0, 7, 1, 6, 2, 4, 3, 5).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _shard_sequence(self, tokens: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], pos: torch.Tensor
+                        ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Tokens [B, L, D], the RoPE (cos, sin) [L, head_dim] and the position embedding [B, L, D] the blocks run
+        on. Identity: every token here."""
+        return tokens, rope, pos
+
+    def _gather_sequence(self, out: torch.Tensor) -> torch.Tensor:
+        """The final layer's output [B, L_local, patch * channels] -> all L tokens. Identity here."""
+        return out
 
     @staticmethod
     def _run_blocks(blocks: Sequence[Callable], hidden: torch.Tensor, args: tuple) -> torch.Tensor:

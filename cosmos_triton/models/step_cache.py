@@ -135,6 +135,12 @@ class StepCache:
         return b
 
     # --- decisions ----------------------------------------------------------------------------------------
+    def distance(self, new: torch.Tensor, old: torch.Tensor) -> float:
+        """The change signal both rules threshold: `relative_l1`. A context-parallel DiT holds one shard of the
+        tokens per rank and overrides this to reduce the two L1 sums over its group, so every rank takes the same
+        decision (cosmos_triton/parallel/context.py)."""
+        return relative_l1(new, old)
+
     def teacache_skip(self, state: BranchState, modulated: torch.Tensor, threshold: float, final: bool) -> bool:
         """TeaCache: accumulate the rescaled change of the modulated input; skip while below the threshold."""
         state.evaluations += 1
@@ -143,7 +149,7 @@ class StepCache:
         if previous is None or state.residual is None or final:
             state.accumulated = 0.0
             return False
-        state.accumulated += float(self.rescale(relative_l1(modulated, previous)))
+        state.accumulated += float(self.rescale(self.distance(modulated, previous)))
         if state.accumulated < threshold:
             state.skipped += 1
             self.skipped += 1
@@ -157,7 +163,7 @@ class StepCache:
         state.evaluations += 1
         self.evaluations += 1
         if (state.signal is not None and state.residual is not None and not final
-                and relative_l1(first_residual, state.signal) < threshold):
+                and self.distance(first_residual, state.signal) < threshold):
             state.skipped += 1
             self.skipped += 1
             return True

@@ -143,6 +143,11 @@ class ServerHandle:
         except (OSError, urllib.error.URLError):
             return False
 
+    def metrics_text(self) -> str:
+        """The Prometheus text of the metrics port (Triton's series and the entry points' own)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
     def models(self) -> list[dict[str, str]]:
         """The repository index (name, version, state) as the server reports it (an admin call)."""
         return list(json.loads(self._http("/v2/repository/index", data=b"{}")))

@@ -42,14 +42,24 @@ def _set_parameters(config: mc.ModelConfig, params: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
-def stage_config(spec: ModelSpec) -> mc.ModelConfig:
+def _add_instances(config: mc.ModelConfig, count: int, gpus: tuple[int, ...]) -> None:
+    """`count` instances per GPU: on `gpus`, or (empty) wherever Triton puts them (KIND_AUTO: each GPU it sees, or
+    the CPU when there is none)."""
+    if gpus:
+        config.instance_group.add(count=count, kind=mc.ModelInstanceGroup.KIND_GPU, gpus=list(gpus))
+    else:
+        config.instance_group.add(count=count, kind=mc.ModelInstanceGroup.KIND_AUTO)
+
+
+def stage_config(spec: ModelSpec, gpus: tuple[int, ...] = ()) -> mc.ModelConfig:
     stage = spec.stage
     config = mc.ModelConfig(name=spec.name, backend="python", max_batch_size=0)
     _add_ios(config.input, stage.inputs)
     _add_ios(config.output, stage.outputs)
-    # GPU stages run where Triton puts them (KIND_AUTO: the GPU when there is one)
-    kind = mc.ModelInstanceGroup.KIND_AUTO if stage.gpu else mc.ModelInstanceGroup.KIND_CPU
-    config.instance_group.add(count=1, kind=kind)
+    if stage.gpu:  # one per GPU: with the entry instances of that GPU, one pipeline per GPU (replicas)
+        _add_instances(config, 1, gpus)
+    else:
+        config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     params = {"stage": spec.kind, **spec.params}
     if stage.gpu:  # let GPU tensors arrive on the GPU instead of being staged through host memory
         params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
@@ -63,7 +73,7 @@ def entry_config(model_type: ModelType, streaming: bool, envelope: str, options:
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=1)
     _add_ios(config.input, model_type.request_inputs)
     _add_ios(config.output, OUTPUTS + PROGRESS_OUTPUTS if streaming else OUTPUTS)
-    config.instance_group.add(count=options.entry_instances, kind=mc.ModelInstanceGroup.KIND_AUTO)
+    _add_instances(config, options.entry_instances, options.gpus)
     batching = config.dynamic_batching
     batching.priority_levels = options.priority_levels
     batching.default_priority_level = options.priority_levels
@@ -100,7 +110,7 @@ def render_models(settings: ServeSettings, model_types: tuple[ModelType, ...] | 
             config = entry_config(model_type, streaming, envelope, options)
             configs[config.name], code[config.name] = config, ENTRY_MODEL_PY
         for name in ENTRY_STAGES[model_type.name]:
-            configs[name], code[name] = stage_config(specs[name]), STAGE_MODEL_PY
+            configs[name], code[name] = stage_config(specs[name], options.gpus), STAGE_MODEL_PY
     return {name: (HEADER + text_format.MessageToString(config), code[name])
             for name, config in sorted(configs.items())}
 

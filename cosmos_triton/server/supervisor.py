@@ -32,6 +32,7 @@ from cosmos_triton.server.process import ServerHandle
 STUB = "triton_python_backend_stub"
 ENTRY_POINTS = tuple(name for m in MODEL_TYPES.values() for name in (m.entry, m.stream_entry))
 MAX_RESTORES = 3  # failed restores of one model before liveness gives up
+DRAIN_IDLE_POLLS = 3  # consecutive idle polls (0.5 s apart) that end a drain: a dequeued request is counted by then
 
 
 def stub_instances(server_pid: int) -> dict[str, tuple[str, bool]]:
@@ -135,13 +136,35 @@ class Supervisor:
             self._unloaded.add(entry)
             with contextlib.suppress(OSError):
                 self.handle.unload_model(entry)  # returns at once; Triton finishes the running requests
+        idle_polls = 0
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
-                states = {m["name"]: m.get("state", "") for m in self.handle.models()}
-                if all(states.get(entry, "UNAVAILABLE") == "UNAVAILABLE" for entry in ENTRY_POINTS):
+                idle_polls = idle_polls + 1 if self._entries_idle() else 0
+                if idle_polls >= DRAIN_IDLE_POLLS:
                     return True
             time.sleep(0.5)
         return False
+
+    def _entries_idle(self) -> bool:
+        """Every entry point unloaded, or with nothing running (our in-flight gauge) and nothing queued (Triton's
+        pending count). The second test is needed because Triton 2.51 never releases a stream request that it
+        refused for a full queue: the model that request named never finishes unloading."""
+        states = {m["name"]: m.get("state", "") for m in self.handle.models()}
+        loaded = [e for e in ENTRY_POINTS if states.get(e, "UNAVAILABLE") != "UNAVAILABLE"]
+        if not loaded:
+            return True
+        metrics = self.handle.metrics_text()
+        return all(metric_sum(metrics, "cosmos_generations_in_flight", entry=e) == 0
+                   and metric_sum(metrics, "nv_inference_pending_request_count", model=e) == 0 for e in loaded)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the Prometheus samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def serve_health(supervisor: Supervisor, address: str, port: int) -> http.server.ThreadingHTTPServer:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 
-START = time.monotonic()  # the budget counts from here: before torch & co. are imported
+START = time.monotonic()  # a command-line run's budget counts from here: before torch & co. are imported
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
@@ -152,9 +152,10 @@ CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE, "cpu": CPU}
 class Run:
     """Budget, log and output files of one training run."""
 
-    def __init__(self, out: Path, budget_s: float, argv: list[str]) -> None:
+    def __init__(self, out: Path, budget_s: float, argv: list[str], start: float) -> None:
         self.out = out
         self.budget_s = budget_s
+        self.start = start  # time.monotonic() the budget counts from
         self.work = Path(tempfile.mkdtemp(prefix="cosmos-small-train-"))  # never under OUT: only results go there
         self.builtin = self.work / "builtin"
         self.log: dict = {"command": "python -m export.train_small_models " + " ".join(argv), "started": time.time(),
@@ -163,11 +164,11 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
 
     def elapsed(self) -> float:
-        return time.monotonic() - START
+        return time.monotonic() - self.start
 
     def at(self, fraction: float) -> float:
         """time.monotonic() at `fraction` of the budget."""
-        return START + fraction * self.budget_s
+        return self.start + fraction * self.budget_s
 
     def progress(self, record: dict) -> None:
         if time.monotonic() - self._last_print > 10 or "phase" in record:
@@ -338,7 +339,7 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
     del t2w, t2w_state
     v2w_pools = {k: v for k, v in pools.items() if k in {(h, w) for h, w, _ in cfg.v2w.resolutions}}
     save_v2w = saver("Video2World", SMALL_V2W_DIT_DIR, cfg.v2w_arch, SMALL_V2W_ENVELOPE)
-    end = START + run.budget_s - cfg.reserve_s
+    end = run.start + run.budget_s - cfg.reserve_s
     v2w_state, summary = train_dit(v2w, cfg.v2w_arch, cfg.v2w, v2w_pools, refresh, negative, seed + 1, end,
                                    cfg.max_steps[2], run.progress, save_v2w, cfg.checkpoint_every_s)
     log["phases"]["video2world"] = summary
@@ -406,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "tiny" if args.tiny else (args.config or "full")
     cfg = CONFIGS[name]
     budget = args.minutes * 60 if name != "tiny" else max(args.minutes * 60, 600.0)
-    run = Run(args.out, budget, argv)
+    # from process start on the command line; from this call when called in a longer-lived process (the tests)
+    run = Run(args.out, budget, argv, START if __name__ == "__main__" else time.monotonic())
     try:
         train(cfg, run, args.seed, device, args.t5_dir, args.allow_t5_mismatch, evaluate_at_end=not args.no_eval)
     except BaseException as err:  # keep whatever was written, and say why it stopped

@@ -228,11 +228,11 @@ def test_a_killed_stage_is_detected_and_restored(launcher):
     pid = stub_pid(server_pid, "dit_step_0_0")  # this server's stub: other test servers may run beside it
     os.kill(pid, signal.SIGKILL)
     assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)  # it stops claiming readiness
-    assert _wait_for(lambda: launcher.health("ready") == 200, timeout=120)  # and serves again
+    assert _wait_for(lambda: "'dit_step' reloaded" in launcher.log.read_text(), timeout=120)  # restores it
+    assert _wait_for(lambda: launcher.health("ready") == 200, timeout=30)  # and serves again
     client = grpcclient.InferenceServerClient(launcher.grpc_url)
     result = client.infer("text2world", inputs(num_steps=1), client_timeout=120)
     assert result.as_numpy("video")[0][0][4:8] == b"ftyp"
-    assert "reloading it" in launcher.log.read_text()
 
 
 def test_sigterm_drains_running_generations_then_exits_cleanly(launcher):

@@ -67,6 +67,8 @@ class Supervisor:
     _known: dict[str, str] = field(default_factory=dict)  # instance -> model, every instance seen alive
     _unloaded: set[str] = field(default_factory=set)  # entry points unloaded on purpose by the drain
     _stop: threading.Event = field(default_factory=threading.Event)
+    # the health thread reads what the watch thread changes: "restoring" and the known instances change together
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
 
     # -- health -------------------------------------------------------------------------------------------------
@@ -75,8 +77,9 @@ class Supervisor:
         return self.handle.is_alive() and all(n < MAX_RESTORES for n in self.failed.values())
 
     def ready(self) -> bool:
-        return self.live() and not self.draining and not self.restoring and not self._dead() and \
-            self.handle.is_ready()
+        with self._lock:
+            stages_ok = not self.restoring and not self._dead()
+        return stages_ok and self.live() and not self.draining and self.handle.is_ready()
 
     def _dead(self) -> set[str]:
         """Models with an instance that was alive once and is now gone or a zombie."""
@@ -104,14 +107,18 @@ class Supervisor:
             if not self.handle.is_alive():
                 return
             with contextlib.suppress(OSError):
-                for model in sorted(self._dead() - self.restoring):
+                with self._lock:
+                    dead = sorted(self._dead() - self.restoring)
+                    self.restoring.update(dead)
+                    for model in dead:  # its old instances are gone for good; the reload starts new ones
+                        self._forget(model)
+                for model in dead:
                     self._restore(model)
 
     def _restore(self, model: str) -> None:
-        self.restoring.add(model)
+        """Reload `model` (already in `restoring`, its old instances forgotten)."""
         self.log(f"[cosmos-triton] a stub of '{model}' died: reloading it")
         try:
-            self._forget(model)
             self.handle.load_model(model)  # explicit mode: a load of a loaded model replaces its instances
             self.restored.append(model)
             self.failed.pop(model, None)
@@ -120,7 +127,8 @@ class Supervisor:
             self.failed[model] = self.failed.get(model, 0) + 1
             self.log(f"[cosmos-triton] reloading '{model}' failed ({err}); attempt {self.failed[model]}")
         finally:
-            self.restoring.discard(model)
+            with self._lock:
+                self.restoring.discard(model)
 
     def _forget(self, model: str) -> None:
         for instance in [i for i, m in self._known.items() if m == model]:

@@ -211,21 +211,10 @@ def test_our_metrics_are_on_the_metrics_port(launcher):
     assert _wait_for(lambda: launcher.metric("cosmos_guardrail_blocks_total", guardrail="Blocklist") >= 1)
 
 
-def stub_pid(server_pid: int, instance: str) -> int:
-    for proc in Path("/proc").iterdir():
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[-1].split()[1])
-            if ppid == server_pid and instance.encode() in (proc / "cmdline").read_bytes():
-                return int(proc.name)
-        except (OSError, ValueError, IndexError):
-            continue
-    raise LookupError(f"no stub {instance} under pid {server_pid}")
-
-
 def test_a_killed_stage_is_detected_and_restored(launcher):
-    server_pid = launcher.server_pid()
-    assert "dit_step_0_0" in stub_instances(server_pid)
-    pid = stub_pid(server_pid, "dit_step_0_0")  # this server's stub: other test servers may run beside it
+    stub = stub_instances(launcher.server_pid())["dit_step_0_0"]  # this server's: other test servers run beside it
+    assert stub.alive
+    pid = stub.pid
     os.kill(pid, signal.SIGKILL)
     assert _wait_for(lambda: launcher.health("ready") == 503, timeout=10)  # it stops claiming readiness
     deadline = time.monotonic() + 120

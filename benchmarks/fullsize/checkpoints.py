@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,17 @@ def _save_hf(model: Any, folder: Path) -> None:
         weights.chmod(0o644)
 
 
+def _write_random_hf(folder: Path, build: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype) -> Any:
+    """Build the model on the meta device, give it random weights, and save it in place of `folder`'s weights."""
+    with torch.device("meta"):
+        model = build()
+    model = _materialise(model, device, dtype)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    _save_hf(model, folder)
+    return model
+
+
 def _materialise(model: torch.nn.Module, device: str, dtype: torch.dtype) -> Any:
     """Weights of a meta-built model made real on `device` in `dtype`, random N(0, STD) (norms: ones)."""
     model = model.to_empty(device=device).to(dtype)
@@ -138,12 +150,8 @@ def write_t5(out: Path, device: str, tiny: bool) -> Path:
     if not tiny:  # google-t5/t5-11b
         config |= {"d_model": 1024, "d_kv": 128, "d_ff": 65536, "num_layers": 24, "num_decoder_layers": 24,
                    "num_heads": 128, "vocab_size": 32128, "feed_forward_proj": "relu"}
-    with torch.device("meta"):
-        model = T5EncoderModel(T5Config(**{k: v for k, v in config.items() if not k.startswith("_")}))
-    model = _materialise(model, device, torch.bfloat16)
-    for weights in folder.glob("*.safetensors"):
-        weights.unlink()
-    _save_hf(model, folder)
+    t5_config = T5Config(**{k: v for k, v in config.items() if not k.startswith("_")})
+    model = _write_random_hf(folder, lambda: T5EncoderModel(t5_config), device, torch.bfloat16)
     _log(f"T5 encoder: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
     return folder
 
@@ -160,12 +168,7 @@ def write_aegis(guardrail: Path, device: str, tiny: bool) -> None:
         small |= {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
                   "num_key_value_heads": 32, "vocab_size": 32000}
     config = LlamaConfig(**small)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    model = _materialise(model, device, torch.bfloat16)
-    for weights in base.glob("*.safetensors"):
-        weights.unlink()
-    _save_hf(model, base)
+    model = _write_random_hf(base, lambda: LlamaForCausalLM(config), device, torch.bfloat16)
     targets = json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
     lora = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets, task_type="CAUSAL_LM"))
     for weights in adapter.glob("*.safetensors"):
@@ -189,12 +192,7 @@ def write_video_safety(guardrail: Path, device: str, tiny: bool) -> None:
         vision |= common | {"image_size": 384, "patch_size": 14}
         text |= common | {"vocab_size": 32000, "max_position_embeddings": 64, "projection_size": 1152}
     config: Any = SiglipConfig(text_config=text, vision_config=vision)
-    with torch.device("meta"):
-        model = SiglipModel(config)
-    model = _materialise(model, device, torch.float32)
-    for weights in snapshot.glob("*.safetensors"):
-        weights.unlink()
-    _save_hf(model, snapshot)
+    model = _write_random_hf(snapshot, lambda: SiglipModel(config), device, torch.float32)
     if not tiny:  # the processor resizes to the model's input size
         processor = json.loads((snapshot / "preprocessor_config.json").read_text())
         processor["size"] = {"height": 384, "width": 384}

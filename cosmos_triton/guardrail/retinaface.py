@@ -28,6 +28,12 @@ CLIP = False
 EXPANSION = 4  # torchvision Bottleneck
 
 
+def _four(values: list[int]) -> tuple[int, int, int, int]:
+    """Four values (one per ResNet stage) as the 4-tuple RetinaFaceDims declares."""
+    first, second, third, fourth = values
+    return first, second, third, fourth
+
+
 @dataclass(frozen=True)
 class RetinaFaceDims:
     """The shape parameters of the network; the defaults are the real `Resnet50_Final.pth`."""
@@ -54,8 +60,8 @@ class RetinaFaceDims:
             blocks.append(max(found) + 1)  # a gap in the indices shows up later as missing keys
         return cls(
             stem=shape("body.conv1.weight")[0],
-            widths=(*(shape(f"body.layer{i}.0.conv1.weight")[0] for i in range(1, 5)),),  # type: ignore[arg-type]
-            blocks=(blocks[0], blocks[1], blocks[2], blocks[3]),
+            widths=_four([shape(f"body.layer{i}.0.conv1.weight")[0] for i in range(1, 5)]),
+            blocks=_four(blocks),
             out_channels=shape("fpn.output1.0.weight")[0],
             anchors=shape("ClassHead.0.conv1x1.weight")[0] // 2,
         )

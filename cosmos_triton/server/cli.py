@@ -144,20 +144,20 @@ def serving_from_args(args: argparse.Namespace) -> ServingOptions:
 EXIT_TIMEOUT_LINE = "Exit timeout expired"
 
 
-def _serve(handle: ServerHandle, args: argparse.Namespace, stop_requested: threading.Event,
-           drained: list[bool]) -> int | None:
-    """Wait for readiness, then supervise until a stop is requested (drain, then None: "stop it now"; `drained`
-    gets whether every running generation finished) or the server dies (its exit code)."""
+def _serve(handle: ServerHandle, args: argparse.Namespace, stop_requested: threading.Event
+           ) -> tuple[int | None, bool]:
+    """Wait for readiness, then supervise until a stop is requested (drain, then None: "stop it now") or the
+    server dies (its exit code); with whether a drain saw every running generation finish."""
     deadline = time.monotonic() + args.ready_timeout
     while not stop_requested.is_set():
         if not handle.is_alive():
-            return handle.stop() or 1
+            return handle.stop() or 1, False
         if handle.is_ready():
             break
         if time.monotonic() > deadline:
             print(f"[cosmos-triton] not ready after {args.ready_timeout:.0f} s; stopping", file=sys.stderr)
             handle.stop()
-            return 1
+            return 1, False
         stop_requested.wait(0.5)
     supervisor = Supervisor(handle, log=lambda line: print(line, flush=True)).start()
     health = serve_health(supervisor, args.address, args.health_port) if args.health_port else None
@@ -169,20 +169,20 @@ def _serve(handle: ServerHandle, args: argparse.Namespace, stop_requested: threa
               "[cosmos-triton] Ctrl-C to stop", flush=True)
     while not stop_requested.is_set() and handle.is_alive():
         stop_requested.wait(0.5)
+    finished = False
     if handle.is_alive():
         print(f"[cosmos-triton] draining: new requests are refused, running ones get up to {args.drain_timeout:.0f} s",
               flush=True)
         finished = supervisor.drain(args.drain_timeout)
-        drained.append(finished)
         print(f"[cosmos-triton] {'drained' if finished else 'drain limit reached'}; stopping", flush=True)
     supervisor.stop()
     if health is not None:
         health.shutdown()
     if handle.is_alive():
-        return None
+        return None, finished
     code = handle.stop()
     print(f"[cosmos-triton] tritonserver exited with code {code}", file=sys.stderr)
-    return code or 1
+    return code or 1, False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,12 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         program = os.fsdecode(next(iter(handle.process.args)))  # type: ignore[arg-type]  # Popen was given a list
         print(f"[cosmos-triton] starting {program} (pid {handle.process.pid}) with "
               f"{json.dumps(asdict(settings))}", flush=True)
-        drained: list[bool] = []
-        code = _serve(handle, args, stop_requested, drained)
+        code, drained = _serve(handle, args, stop_requested)
         if code is not None:
             return code
         code = handle.stop(signal.SIGINT if received and received[0] == signal.SIGINT else signal.SIGTERM)
-        if code and drained == [True] and EXIT_TIMEOUT_LINE in handle.log_tail():
+        if code and drained and EXIT_TIMEOUT_LINE in handle.log_tail():
             # Every generation finished; tritonserver only timed out on a request record it never released
             # (see Supervisor._entries_idle). Its stubs and shared memory are gone: the stop is clean.
             print(f"[cosmos-triton] tritonserver reported '{EXIT_TIMEOUT_LINE}' after a complete drain", flush=True)

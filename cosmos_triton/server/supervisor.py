@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from cosmos_triton.pipeline.model_types import MODEL_TYPES
 from cosmos_triton.server.process import ServerHandle
@@ -35,8 +36,14 @@ MAX_RESTORES = 3  # failed restores of one model before liveness gives up
 DRAIN_IDLE_POLLS = 3  # consecutive idle polls (0.5 s apart) that end a drain: a dequeued request is counted by then
 
 
-def stub_instances(server_pid: int) -> dict[str, tuple[str, bool]]:
-    """instance name (e.g. dit_step_0_0) -> (model name, alive) for the Python stubs tritonserver started."""
+class Stub(NamedTuple):
+    model: str
+    alive: bool  # not exited (a zombie counts as dead)
+    pid: int
+
+
+def stub_instances(server_pid: int) -> dict[str, Stub]:
+    """instance name (e.g. dit_step_0_0) -> its stub process, for the Python stubs tritonserver started."""
     instances = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -51,7 +58,7 @@ def stub_instances(server_pid: int) -> dict[str, tuple[str, bool]]:
             continue
         model_py = Path(argv[1].decode(errors="replace"))  # <repository>/<model>/<version>/model.py
         instance = argv[8].decode(errors="replace") if len(argv) > 8 else model_py.parent.parent.name
-        instances[instance] = (model_py.parent.parent.name, fields[0] != "Z")
+        instances[instance] = Stub(model_py.parent.parent.name, fields[0] != "Z", int(proc.name))
     return instances
 
 
@@ -84,11 +91,11 @@ class Supervisor:
     def _dead(self) -> set[str]:
         """Models with an instance that was alive once and is now gone or a zombie."""
         current = stub_instances(self.handle.process.pid)
-        for instance, (model, alive) in current.items():
-            if alive:
-                self._known[instance] = model
+        for instance, stub in current.items():
+            if stub.alive:
+                self._known[instance] = stub.model
         return {model for instance, model in self._known.items()
-                if not current.get(instance, (model, False))[1] and model not in self._unloaded}
+                if not (instance in current and current[instance].alive) and model not in self._unloaded}
 
     # -- the watch loop ------------------------------------------------------------------------------------------
 

@@ -189,3 +189,38 @@ def test_expected_t5_fingerprint_is_the_served_t5(small_settings):
         single = t5.encode_one(p).to(torch.bfloat16)
         assert torch.count_nonzero(single[0, batched.shape[1]:]) == 0
         torch.testing.assert_close(batched[i], single[0, : batched.shape[1]], rtol=0.01, atol=0.01)
+
+
+def _member(tar_path: Path, suffix: str) -> bytes:
+    with tarfile.open(tar_path) as tar:
+        name = next(n for n in tar.getnames() if n.endswith(suffix))
+        return tar.extractfile(name).read()
+
+
+def test_resume_starts_from_the_earlier_run_and_keeps_its_tokenizer(tiny_run, tmp_path):
+    """A continuation with no steps exports exactly the weights it started from (the bf16 model.pt round trip is
+    exact), keeps the tokenizer files byte for byte and records the run it continued."""
+    import time
+
+    out = tmp_path / "resumed"
+    cfg = replace(train_small_models.continued(TINY), max_steps=(0, 0, 0))
+    run = train_small_models.Run(out, 600.0, ["--resume", str(tiny_run)], time.monotonic())
+    train_small_models.train(cfg, run, 5, torch.device("cpu"), train_small_models.DEFAULT_T5_DIR, False,
+                             evaluate_at_end=False, resume=tiny_run)
+    for name in ("encoder.jit", "decoder.jit", "mean_std.pt"):
+        assert _member(out / "tokenizer.tar", name) == _member(tiny_run / "tokenizer.tar", name)
+    for tar in ("t2w.tar", "v2w.tar"):
+        before, after = (torch.load(io.BytesIO(_member(d / tar, "model.pt")), weights_only=True)
+                         for d in (tiny_run, out))
+        assert before.keys() == after.keys()
+        # logvar.* is a head the sampler never uses, drawn from the run's seed
+        assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("logvar."))
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["phases"]["tokenizer"]["steps"] == 0 and log["phases"]["text2world"]["steps"] == 0
+    assert log["resumed_from"]["seed"] == 3 and log["resumed_from"]["phases"]["text2world"]["steps"] == 3
+    assert cfg.t2w.lr == pytest.approx(TINY.t2w.lr * 2 / 3)
+
+
+def test_continuation_recipes_need_an_earlier_run(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--config", "layout", "--out", str(tmp_path)])

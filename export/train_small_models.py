@@ -36,6 +36,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tarfile  # noqa: E402
@@ -295,15 +296,30 @@ def resumed_record(previous: dict) -> dict:
     return record
 
 
+def take_earlier_run(resume: Path, builtin: Path) -> dict:
+    """Copy the files of the run to continue into `builtin` and return its log: `resume` is that run's OUT folder
+    (tars + train_log.json) or an installed checkpoints/builtin (component folders + TRAINING.json)."""
+    from export.install_builtin import install
+    from export.make_small_checkpoints import BUILTIN_FILES, trained_components
+
+    if (resume / "train_log.json").is_file():
+        install(resume, builtin, log_copy=None)
+        return json.loads((resume / "train_log.json").read_text())
+    if not (resume / TRAINING_JSON).is_file() or set(trained_components(resume)) != set(BUILTIN_FILES):
+        raise FileNotFoundError(f"{resume}: neither a training run's OUT folder (train_log.json and tars) nor an "
+                                f"installed checkpoints/builtin (the three component folders and {TRAINING_JSON})")
+    for folder in BUILTIN_FILES:
+        shutil.copytree(resume / folder, builtin / folder)
+    return json.loads((resume / TRAINING_JSON).read_text())
+
+
 def tokenizer_phase(cfg: RunConfig, run: Run, seed: int, device, resume: Path | None) -> None:
     """Train and export the tokenizer into run.builtin, or install the earlier run's files there (--resume)."""
     from cosmos_triton.models.checkpoints import TOKENIZER_DIR
-    from export.install_builtin import install
     from export.train_tokenizer import export_tokenizer, latent_statistics, train_tokenizer
 
     if resume is not None:
-        install(resume, run.builtin, log_copy=None)
-        run.log["resumed_from"] = resumed_record(json.loads((resume / "train_log.json").read_text()))
+        run.log["resumed_from"] = resumed_record(take_earlier_run(resume, run.builtin))
         run.log["phases"]["tokenizer"] = {"steps": 0, "kept_from": str(resume)}
     else:
         vae, summary = train_tokenizer(cfg.tokenizer, seed, device, run.at(cfg.tokenizer_end), cfg.max_steps[0],
@@ -453,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(the recipe on CPU at 96x160) or layout (a continuation: --resume)")
     parser.add_argument("--no_eval", action="store_true", help="skip the evaluation at the end")
     parser.add_argument("--resume", type=Path, default=None,
-                        help="continue an earlier run: its OUT folder (tars and train_log.json); keeps its tokenizer, "
+                        help="continue an earlier run: its OUT folder (tars and train_log.json) or an installed "
+                             "checkpoints/builtin; keeps its tokenizer, "
                              "restarts the DiTs' schedules from its exported weights (see continued())")
     args = parser.parse_args(argv)
 

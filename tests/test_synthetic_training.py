@@ -197,16 +197,19 @@ def _member(tar_path: Path, suffix: str) -> bytes:
         return tar.extractfile(name).read()
 
 
-def test_resume_starts_from_the_earlier_run_and_keeps_its_tokenizer(tiny_run, tmp_path):
+@pytest.mark.parametrize("source", ["results", "installed"])
+def test_resume_starts_from_the_earlier_run_and_keeps_its_tokenizer(tiny_run, installed, tmp_path, source):
     """A continuation with no steps exports exactly the weights it started from (the bf16 model.pt round trip is
-    exact), keeps the tokenizer files byte for byte and records the run it continued."""
+    exact), keeps the tokenizer files byte for byte and records the run it continued; from the run's OUT folder
+    or from an installed checkpoints/builtin."""
     import time
 
     out = tmp_path / "resumed"
     cfg = replace(train_small_models.continued(TINY), max_steps=(0, 0, 0))
-    run = train_small_models.Run(out, 600.0, ["--resume", str(tiny_run)], time.monotonic())
+    resume = tiny_run if source == "results" else installed
+    run = train_small_models.Run(out, 600.0, ["--resume", str(resume)], time.monotonic())
     train_small_models.train(cfg, run, 5, torch.device("cpu"), train_small_models.DEFAULT_T5_DIR, False,
-                             evaluate_at_end=False, resume=tiny_run)
+                             evaluate_at_end=False, resume=resume)
     for name in ("encoder.jit", "decoder.jit", "mean_std.pt"):
         assert _member(out / "tokenizer.tar", name) == _member(tiny_run / "tokenizer.tar", name)
     for tar in ("t2w.tar", "v2w.tar"):
@@ -224,3 +227,6 @@ def test_resume_starts_from_the_earlier_run_and_keeps_its_tokenizer(tiny_run, tm
 def test_continuation_recipes_need_an_earlier_run(tmp_path):
     with pytest.raises(SystemExit):
         main(["--config", "layout", "--out", str(tmp_path)])
+    run = train_small_models.Run(tmp_path / "out", 60.0, [], 0.0)
+    with pytest.raises(FileNotFoundError, match="neither a training run"):
+        train_small_models.take_earlier_run(tmp_path, run.builtin)

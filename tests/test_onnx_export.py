@@ -20,7 +20,7 @@ import torch
 
 from cosmos_triton.diffusion.edm import denoise
 from cosmos_triton.guardrail.common import VIDEO_SAFETY_DIR
-from cosmos_triton.models.checkpoints import DIT_PRESETS, latent_shape
+from cosmos_triton.models.checkpoints import DIT_PRESETS, latent_shape, read_dit_checkpoint
 from cosmos_triton.models.dit import CosmosDiT, build_model, diffusers_key, load_dit, original_key_shapes
 from cosmos_triton.models.tensorrt_engine import EngineDiT
 from cosmos_triton.models.tokenizer import CosmosVideoTokenizer
@@ -34,8 +34,9 @@ from export.onnx.verify import Error, OnnxRuntimeEngine, measure
 
 FP32_REL = 1e-5  # fp32 graph vs the same network in fp32 torch: float rounding only
 # A bf16 graph widened to fp32 keeps the bf16 RoPE constants (the original's bf16 frequency ranges, as
-# models/dit.py computes them); the fp32 network computes those in fp32, which moves the output by ~1e-4.
-WIDENED_BF16_REL = 2e-4
+# models/dit.py computes them); the fp32 network computes those in fp32, which moves the output: 1e-4 on the
+# random 2-block DiT, 4.7e-4 on the trained 8-block one (sharper attention). Still 60x below the served-bf16 bound.
+WIDENED_BF16_REL = 1e-3
 SMALL_LATENTS = [latent_shape(121, h, w)[1:] for h, w in SMALL_ENVELOPE.resolutions]  # (16, 12, 20), ...
 
 
@@ -167,9 +168,10 @@ def test_dit_v2w_bf16_graph_is_the_served_network(sources, dit_v2w_program, out_
     types = {v.name: v.type.tensor_type.elem_type for v in (*typed.graph.value_info, *typed.graph.input)}
     types |= {t.name: t.data_type for t in typed.graph.initializer}
     gemm_inputs = [types.get(i) for n in typed.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input[:2]]
-    assert len(gemm_inputs) >= 2 * 2 * 8 and set(gemm_inputs) == {onnx.TensorProto.BFLOAT16}
+    blocks = read_dit_checkpoint(sources.dit_v2w).architecture.num_blocks
+    assert len(gemm_inputs) >= 2 * blocks * 8 and set(gemm_inputs) == {onnx.TensorProto.BFLOAT16}
     attention = [n for n in typed.graph.node if n.op_type == "Attention"]  # self and cross, per block
-    assert len(attention) == 2 * 2 and {types.get(i) for n in attention for i in n.input[:3]} == {
+    assert len(attention) == 2 * blocks and {types.get(i) for n in attention for i in n.input[:3]} == {
         onnx.TensorProto.BFLOAT16}
     assert summary.opset == stages.DYNAMO_OPSET
 
@@ -248,8 +250,13 @@ def test_full_size_dit_graph_on_the_meta_device() -> None:
 # --- Tokenizer --------------------------------------------------------------------------------------------------
 
 # The graph is the released ScriptModule computed in fp32 (weights exact, its bf16 casts made fp32): it must equal
-# that module run by torch to float rounding; the served stage computes in bf16, so against it the bound is bf16's.
-TOKENIZER_SERVED_REL = 3e-2
+# that module run by torch to float rounding; the served stage computes in bf16, so against it the bound is bf16's
+# accumulated through the network: measured 4.1e-2 (encoder) on the trained tokenizer, whose latent normalisation
+# divides by stds 100x apart, so a channel's rounding is scaled up there.
+TOKENIZER_SERVED_REL = 6e-2
+# Against the fp32 module: float rounding, which the normalisation scales per channel by 0.5 / std (stds 100x
+# apart on the trained tokenizer: 1.2e-5 measured for the encoder's latent).
+TOKENIZER_FP32_REL = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +286,8 @@ def test_tokenizer_encoder_graph_matches_the_stage(sources, tokenizer, out_dir: 
             raw = fp32(video.float())[0]
         want = 0.5 * (raw - mean[:, :, : raw.shape[2]]) / std[:, :, : raw.shape[2]]
         case = f"{b}x{frames}x{h}x{w}"
-        assert report("tokenizer_encoder", case + " vs fp32 module", measure(got, want)).max_rel <= FP32_REL
+        err = measure(got, want)
+        assert report("tokenizer_encoder", case + " vs fp32 module", err).max_rel <= TOKENIZER_FP32_REL
         if frames < 121:  # the served bf16 stage is slower still; its distance from fp32 does not depend on size
             err = measure(got, tokenizer.encode(video).float())
             assert report("tokenizer_encoder", case + " vs served bf16", err).max_rel <= TOKENIZER_SERVED_REL

@@ -5,6 +5,9 @@
 #
 #   call 1, carry .gpurun/c1:  bash benchmarks/fullsize/run_h200.sh prepare   # checkpoints, DiT modes, memory
 #   call 2, carry .gpurun/c2:  bash benchmarks/fullsize/run_h200.sh serve     # Triton at full size, diffusers
+#   or, once those are measured (RESULTS.md), the rows still missing:
+#   call 1, carry .gpurun/c1:  SKIP_MEASURED=1 bash benchmarks/fullsize/run_h200.sh prepare   # checkpoints only
+#   call 2, carry .gpurun/c2:  bash benchmarks/fullsize/run_h200.sh serve2    # offloaded servers, fp8 + V2W
 #
 # .gpurun/c1: tritonserver-py312.tar.xz, tritonclient, python-rapidjson, diffusers 0.42.1, torchao 0.18.0 wheels and
 # small.tar.xz (checkpoints/small without its DiTs); .gpurun/c2: numpy 1.26.4, transformers 5.23.0, tokenizers,
@@ -12,7 +15,7 @@
 # Every step writes its JSON into $OUT as it goes; a step that fails or runs out of time does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PHASE=${1:?prepare or serve}
+PHASE=${1:?prepare, serve or serve2}
 OUT=${OUT:-/tmp/out}
 CKPT=${CKPT:-/tmp/ckpt}
 LOGS=/tmp/logs  # logs are packed into one file at the end: a call brings back at most 8 files
@@ -34,8 +37,24 @@ if [ "$PHASE" = prepare ]; then
   step checkpoints 200 python3 -m benchmarks.fullsize.checkpoints --out "$CKPT" --small checkpoints/small \
     --dits 7B-Text2World 7B-Video2World
   df -h /tmp | tail -1 >> "$OUT/device.txt"
-  step dit_modes 215 python3 benchmarks/dit_modes.py --out "$OUT" --budget-s 190
-  step memory 160 python3 benchmarks/memory.py --out "$OUT" --budget-s 135
+  if [ -z "${SKIP_MEASURED:-}" ]; then
+    step dit_modes 215 python3 benchmarks/dit_modes.py --out "$OUT" --budget-s 190
+    step memory 160 python3 benchmarks/memory.py --out "$OUT" --budget-s 135
+  fi
+elif [ "$PHASE" = serve2 ]; then
+  # the memory table measured on served processes (issue 12), Video2World end to end and fp8 through Triton
+  source benchmarks/fullsize/gpu_setup.sh .gpurun/c2
+  OFFLOAD_ALL="--offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
+    --offload_diffusion_transformer"
+  # shellcheck disable=SC2086
+  step serve_offload 170 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-all -- --warm default $OFFLOAD_ALL
+  # shellcheck disable=SC2086
+  step serve_blocks 170 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks -- --warm default $OFFLOAD_ALL \
+    --offload_mode blocks --dit_offload blocks
+  step serve_fp8 230 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks v2w t2w \
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label fp8 -- --warm default --dit_mode fp8
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c2
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

@@ -46,9 +46,8 @@ from cosmos_triton.models.dit import (
     check_keys,
     diffusers_config,
     diffusers_key,
+    load_dit,
     original_key_shapes,
-    to_diffusers_state_dict,
-    unwrap_state_dict,
 )
 from cosmos_triton.request.envelope import Envelope
 from export.train_tokenizer import lr_at
@@ -106,14 +105,13 @@ def video2world_from_text2world(t2w_state: dict[str, torch.Tensor], v2w: torch.n
                 p.copy_(value)
 
 
-def load_trained(model: torch.nn.Module, folder: Path, arch: DiTArchitecture) -> None:
-    """Continue from a model.pt this module wrote (bf16, original keys): its weights into a build_trainable model,
-    cast to the model's fp32."""
-    state = unwrap_state_dict(torch.load(folder / DIT_WEIGHTS, map_location="cpu", weights_only=True))
-    check_keys(state, arch)
-    device = next(model.parameters()).device
-    mapped = {k: v.to(device=device, dtype=torch.float32) for k, v in to_diffusers_state_dict(state).items()}
-    model.load_state_dict(mapped, strict=True)
+def load_trainable(folder: Path, arch: DiTArchitecture, device: torch.device) -> torch.nn.Module:
+    """Continue from a checkpoint folder this module wrote: the served loader's network (same key mapping and
+    original numerics), in fp32 and train mode. Refuses a folder of another architecture than `arch`."""
+    net = load_dit(folder, device, dtype=torch.float32)
+    if net.arch != arch:
+        raise ValueError(f"{folder} holds {net.arch}, not the {arch} this run trains")
+    return net.model.train().requires_grad_(True)
 
 
 def to_original_state_dict(state: dict[str, torch.Tensor], arch: DiTArchitecture, seed: int = 0

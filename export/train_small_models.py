@@ -149,13 +149,21 @@ TINY = RunConfig(
     eval_resolution=(32, 48), max_steps=(2, 3, 2), checkpoint_every_s=0.0,
 )
 
+def continued(cfg: RunConfig) -> RunConfig:
+    """The recipe of a run that continues an earlier one (--resume): no tokenizer phase (the earlier run's tokenizer
+    is kept, so the latents do not change under the DiTs), the DiTs restart their learning-rate schedule from their
+    exported EMA weights at 2/3 of the peak (a warm restart), Text2World gets three quarters of the budget."""
+    return replace(cfg, tokenizer_end=0.0, t2w_end=0.75, t2w=replace(cfg.t2w, lr=cfg.t2w.lr * 2 / 3),
+                   v2w=replace(cfg.v2w, lr=cfg.v2w.lr * 2 / 3))
+
+
 # A continuation (--resume only) for Text2World's motion: the first two GPU runs learnt colour (30/30) but not
-# direction (6/30): the net's x0 for "left" and "right" differed by 6 % at sigma 80 against 51 % for "red" and "blue".
+# direction (6/30): their denoised estimates for "left" and "up" differed by 4 % at sigma 80, for "red" and "blue" by
+# 91 % (benchmarks/small_model_sensitivity.py).
 # Where an object starts and which way it goes is fixed early in sampling (high sigma), where ln sigma ~ N(-0.4, 1.6)
 # puts 17 % of training above sigma 3; N(0.6, 1.4) puts 39 % there. Video2World (which follows its input frames) is
 # kept as it is; the whole budget goes to Text2World.
-LAYOUT = replace(FULL, tokenizer_end=0.0, t2w_end=1.0,
-                 t2w=replace(FULL.t2w, lr=FULL.t2w.lr * 2 / 3, p_mean=0.6, p_std=1.4))
+LAYOUT = replace(continued(FULL), t2w_end=1.0, t2w=replace(continued(FULL).t2w, p_mean=0.6, p_std=1.4))
 
 CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE, "cpu": CPU, "layout": LAYOUT}
 CONTINUATIONS = {"layout"}  # recipes that only continue an earlier run (--resume)
@@ -277,23 +285,11 @@ def load_t5(t5_dir: Path | None, work: Path, device, allow_mismatch: bool, run: 
     return t5
 
 
-def continued(cfg: RunConfig) -> RunConfig:
-    """The recipe of a run that continues an earlier one (--resume): no tokenizer phase (the earlier run's tokenizer
-    is kept, so the latents do not change under the DiTs), the DiTs restart their learning-rate schedule from their
-    exported EMA weights at 2/3 of the peak (a warm restart), Text2World gets three quarters of the budget."""
-    return replace(cfg, tokenizer_end=0.0, t2w_end=0.75, t2w=replace(cfg.t2w, lr=cfg.t2w.lr * 2 / 3),
-                   v2w=replace(cfg.v2w, lr=cfg.v2w.lr * 2 / 3))
-
-
 def resumed_record(previous: dict) -> dict:
     """What a continuing run keeps of the run it starts from (recursively: that run's own resumed_from)."""
     keep = ("command", "seed", "data_version", "git_commit", "code_digest", "budget_s", "elapsed_s", "environment",
-            "resumed_from", "outputs")
-    record = {k: previous[k] for k in keep if k in previous}
-    record["phases"] = {name: {k: v for k, v in phase.items() if k != "curve"} | {"curve": phase.get("curve", [])}
-                        for name, phase in previous.get("phases", {}).items()}
-    record["evaluation"] = training_record({"evaluation": previous.get("evaluation", {})})["evaluation"]
-    return record
+            "resumed_from", "outputs", "phases", "evaluation")
+    return training_record({k: previous[k] for k in keep if k in previous})
 
 
 def take_earlier_run(resume: Path, builtin: Path) -> dict:
@@ -360,7 +356,7 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
     from cosmos_triton.synthetic.captions import EVAL_TEMPLATES, TRAIN_TEMPLATES
     from cosmos_triton.synthetic.scenes import HELD_OUT_PAIRS
     from export.small_dit import SMALL_DIT_DIR, SMALL_V2W_DIT_DIR
-    from export.train_dit import build_trainable, load_trained, train_dit, video2world_from_text2world, write_dit
+    from export.train_dit import build_trainable, load_trainable, train_dit, video2world_from_text2world, write_dit
     from export.training_data import LatentPool, embed_captions, full_context
 
     log = run.log
@@ -401,9 +397,8 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
         return save
 
     # 3. Text2World
-    t2w = build_trainable(cfg.t2w_arch, seed, device)
-    if resume is not None:
-        load_trained(t2w, run.builtin / SMALL_DIT_DIR, cfg.t2w_arch)
+    t2w = (build_trainable(cfg.t2w_arch, seed, device) if resume is None
+           else load_trainable(run.builtin / SMALL_DIT_DIR, cfg.t2w_arch, device))
     save_t2w = saver("Text2World", SMALL_DIT_DIR, cfg.t2w_arch, SMALL_ENVELOPE)
     end = run.start + run.budget_s - cfg.reserve_s
     t2w_state, summary = train_dit(t2w, cfg.t2w_arch, cfg.t2w, pools, refresh, negative, seed,
@@ -414,11 +409,11 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
     run.progress({"phase": "text2world saved", "steps": summary["steps"]})
 
     # 4. Video2World, from the Text2World weights (a continuation: from the earlier Video2World)
-    v2w = build_trainable(cfg.v2w_arch, seed + 1, device)
-    if resume is not None:
-        load_trained(v2w, run.builtin / SMALL_V2W_DIT_DIR, cfg.v2w_arch)
-    else:
+    if resume is None:
+        v2w = build_trainable(cfg.v2w_arch, seed + 1, device)
         video2world_from_text2world(t2w_state, v2w)
+    else:
+        v2w = load_trainable(run.builtin / SMALL_V2W_DIT_DIR, cfg.v2w_arch, device)
     del t2w, t2w_state
     v2w_pools = {k: v for k, v in pools.items() if k in {(h, w) for h, w, _ in cfg.v2w.resolutions}}
     save_v2w = saver("Video2World", SMALL_V2W_DIT_DIR, cfg.v2w_arch, SMALL_V2W_ENVELOPE)

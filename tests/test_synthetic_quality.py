@@ -72,7 +72,8 @@ def seen_videos(t2w) -> list[tuple[Case, np.ndarray]]:
     return [(case, t2w(case.prompt, case.seed, num_steps=NUM_STEPS)) for case in _seen_subset()]
 
 
-def _seen_summary(seen_videos) -> dict:
+@pytest.fixture(scope="module")
+def seen_summary(seen_videos) -> dict:
     rows = [(case, adherence(frames, case.colour, case.direction)) for case, frames in seen_videos]
     summary = summarise(rows)["all"]
     print(json.dumps({"text2world_seen": summary, "cases": [[c.prompt, a.presence, a.measured_direction]
@@ -80,15 +81,13 @@ def _seen_summary(seen_videos) -> dict:
     return summary
 
 
-def test_text2world_shows_the_named_colour(seen_videos):
-    summary = _seen_summary(seen_videos)
-    assert summary["colour_accuracy"] >= COLOUR_ACCURACY_MIN, summary
+def test_text2world_shows_the_named_colour(seen_summary):
+    assert seen_summary["colour_accuracy"] >= COLOUR_ACCURACY_MIN, seen_summary
 
 
 @direction_pending
-def test_text2world_moves_the_named_way(seen_videos):
-    summary = _seen_summary(seen_videos)
-    assert summary["direction_accuracy"] >= DIRECTION_ACCURACY_MIN, summary
+def test_text2world_moves_the_named_way(seen_summary):
+    assert seen_summary["direction_accuracy"] >= DIRECTION_ACCURACY_MIN, seen_summary
 
 
 @pytest.fixture(scope="module")

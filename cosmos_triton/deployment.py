@@ -33,6 +33,9 @@ class ServeSettings:
     v2w_dit_dir: str = DEFAULT_V2W_DIT_DIR
     t2w_upsampler_dir: str = DEFAULT_T2W_UPSAMPLER_DIR
     v2w_upsampler_dir: str = DEFAULT_V2W_UPSAMPLER_DIR
+    # entry points to serve ("text2world", "video2world"); empty: each one whose DiT checkpoint exists. Leaving one
+    # out leaves out the stage processes only it calls (their CUDA contexts and weights)
+    entry_points: tuple[str, ...] = ()
 
     def resolved(self, base: str | Path | None = None) -> ServeSettings:
         """Copy with `checkpoint_dir` absolute (relative to `base`, default the current directory): the server

@@ -86,6 +86,21 @@ def test_an_entry_point_without_its_checkpoint_is_not_rendered(tmp_path):
     assert not {"video2world", "dit_step_v2w", "tokenizer_encoder"} & set(render_configs(settings))
 
 
+def test_entry_points_limit_what_is_rendered(tmp_path):
+    """Both checkpoints present, one entry point asked: the stages only the other one calls get no process."""
+    settings = ServeSettings(checkpoint_dir=str(tmp_path), entry_points=("text2world",))
+    (tmp_path / settings.dit_dir).mkdir()
+    (tmp_path / settings.v2w_dit_dir).mkdir()
+    assert served_model_types(settings) == (TEXT2WORLD,)
+    rendered = set(render_configs(settings))
+    assert rendered == {"text2world", "text2world_stream", *ENTRY_STAGES[TEXT2WORLD.name]}
+    assert {"video2world", "dit_step_v2w", "tokenizer_encoder", VIDEO2WORLD.upsampler_model}.isdisjoint(rendered)
+    both = ServeSettings(checkpoint_dir=str(tmp_path))
+    assert served_model_types(both) == (TEXT2WORLD, VIDEO2WORLD)
+    with pytest.raises(ValueError, match=r"entry_points.*text2world, video2world"):
+        served_model_types(ServeSettings(entry_points=("image2world",)))
+
+
 class RecordingCall:
     """A stage call that checks every call against the stage's declared inputs and answers with dummy outputs."""
 

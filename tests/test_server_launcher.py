@@ -115,6 +115,10 @@ def test_cli_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for bad in ("0,0", "a", "0,,1", "-1"):
         with pytest.raises(SystemExit):
             parse_args(["--gpus", bad])
+    assert settings.entry_points == ()
+    assert settings_from_args(parse_args(["--entry_points", "text2world"])[0]).entry_points == ("text2world",)
+    with pytest.raises(SystemExit):
+        parse_args(["--entry_points", "image2world"])
 
 
 def test_server_serves_reports_errors_and_stops(tmp_path: Path) -> None:

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Source on the GPU host (from the repository root) with the folder a device call carried:
-#   source benchmarks/fullsize/gpu_setup.sh .gpurun/c1
+#   source benchmarks/fullsize/gpu_setup.sh .gpurun/c1 [--numpy1]
 # It installs what the image lacks (idempotent: a warm machine keeps an earlier call's installs):
 #   tritonserver-py312.tar.xz  -> /tmp/site (../shared/tools/gpu-wheels builds it from the nvidia-pytriton wheel)
 #   *.whl                      -> the image's Python (the Triton stub imports what that Python imports)
+#   numpy-1*.whl               -> only with --numpy1 (see below)
 #   small.tar.xz               -> checkpoints/small (the small tree: blocklist with WordNet, tokenizer files)
 #   ffmpeg.xz                  -> /tmp/ffmpeg (imageio-ffmpeg's binary, carried apart to fit the 64 MiB limit)
-# Image caveats: numpy 1.x for the Triton 2.51 stub (it corrupts BYTES tensors under numpy 2), so when numpy 1.26
-# arrives, the image's scikit-learn/scipy (built for numpy 2, imported by transformers when present) are removed.
+# Image caveats: numpy 1.x for the Triton 2.51 stub (it corrupts BYTES tensors under numpy 2); it goes in last
+# (--numpy1), after the in-process work that ran on the image's numpy 2, and then the image's scikit-learn/scipy
+# (built for numpy 2, imported by transformers when present) are removed.
 DIR=${1:?folder}
 if [ -f "$DIR/tritonserver-py312.tar.xz" ] && [ ! -x /tmp/site/pytriton/tritonserver/bin/tritonserver ]; then
   mkdir -p /tmp/site && tar -xJf "$DIR/tritonserver-py312.tar.xz" -C /tmp/site
 fi
-if ls "$DIR"/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile "$DIR"/*.whl
-fi
-if ls "$DIR"/numpy-1*.whl >/dev/null 2>&1; then
+WHEELS=$(ls "$DIR"/*.whl 2>/dev/null | grep -v '/numpy-1')
+# shellcheck disable=SC2086
+[ -n "$WHEELS" ] && python3 -m pip install -q --no-index --no-deps --no-compile $WHEELS
+if [ "${2:-}" = --numpy1 ] && ls "$DIR"/numpy-1*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile "$DIR"/numpy-1*.whl
   python3 -m pip uninstall -q -y scikit-learn scipy 2>/dev/null || true
 fi
 if [ -f "$DIR/small.tar.xz" ] && [ ! -d checkpoints/small/google-t5 ]; then

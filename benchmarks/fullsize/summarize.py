@@ -15,7 +15,6 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 RAW = RESULTS / "h200"
 DEVICE, DATE, COMMIT = "NVIDIA H200 (1 GPU), torch 2.11.0+cu130", "2026-12-01", "e56e08e"
 EVALUATIONS = 36  # 35 steps + the final clean x0
-OTHER_STAGES_S = 15.0  # T5 + decode + mp4 + guardrails of the served 7B run, rounded (RESULTS.md)
 PREPARE = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh prepare"
 SERVE = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve"
 DIT14 = ("python3 benchmarks/dit_modes.py --model Cosmos-1.0-Diffusion-14B-Text2World "
@@ -26,6 +25,13 @@ def _load(name: str) -> dict[str, Any]:
     return json.loads((RAW / name).read_text())
 
 
+def other_stages_s() -> float:
+    """Every stage of a served request but the DiT and the Video2World encoder (T5, text guardrail, decode, video
+    guardrail, mp4) as the fp8 server run measured them: what the per-forward rows add for end to end."""
+    stages = _load("serve_7B-fp8.json")["v2w"]["stages"]
+    return round(sum(s for name, s in stages.items() if not name.startswith(("dit_step", "tokenizer_encoder"))), 1)
+
+
 def _row(**fields: Any) -> dict[str, Any]:
     base = {"task": "t2w", "gpus": 1, "stages": None, "device": DEVICE, "date": DATE, "commit": COMMIT}
     return base | fields
@@ -34,6 +40,7 @@ def _row(**fields: Any) -> dict[str, Any]:
 def dit_rows(model: str, name: str, command: str) -> list[dict[str, Any]]:
     """Per-forward rows, extrapolated to 72 forwards plus the other stages' measured time."""
     modes = {r["name"]: r for r in _load(name)["rows"]}
+    other = other_stages_s()
     reference = modes["alternative"]["forward_s"]
     rows = []
     for key, mode in (("exact_compile", "exact"), ("fp8_compile", "fp8"), ("exact_eager", "exact (eager reference)")):
@@ -42,17 +49,18 @@ def dit_rows(model: str, name: str, command: str) -> list[dict[str, Any]]:
         forward = modes[key]["forward_s"]
         dit = 2 * EVALUATIONS * forward
         rows.append(_row(
-            model=model, mode=mode, e2e_s=round(dit + OTHER_STAGES_S, 1), dit_s=round(dit, 1),
-            peak_gib=modes[key]["peak_gib"], diffusers_e2e_s=round(2 * EVALUATIONS * reference + OTHER_STAGES_S, 1),
+            model=model, mode=mode, e2e_s=round(dit + other, 1), dit_s=round(dit, 1),
+            peak_gib=modes[key]["peak_gib"], diffusers_e2e_s=round(2 * EVALUATIONS * reference + other, 1),
             ratio=round(reference / forward, 3), steps_measured=0,
             deviation={"one_forward": {"max_abs": modes[key]["max_abs"], "rel_l2": modes[key]["rel_l2"]}},
             note=f"in process: {forward} s per forward (diffusers {reference} s); e2e extrapolated as 72 forwards + "
-                 f"{OTHER_STAGES_S} s of other stages", command=command))
+                 f"{other} s of other stages (served, measured)", command=command))
     return rows
 
 
 def cache_rows() -> list[dict[str, Any]]:
     data = _load("dit_modes_7B.json")
+    other = other_stages_s()
     rows = []
     for entry in data.get("cache", []):
         if not entry.get("threshold"):
@@ -60,7 +68,7 @@ def cache_rows() -> list[dict[str, Any]]:
         forward = {r["name"]: r for r in data["rows"]}["exact_compile"]["forward_s"]
         dit = 2 * EVALUATIONS * forward / entry["speedup"]
         rows.append(_row(
-            model="7B", mode=f"cache (teacache {entry['threshold']})", e2e_s=round(dit + OTHER_STAGES_S, 1),
+            model="7B", mode=f"cache (teacache {entry['threshold']})", e2e_s=round(dit + other, 1),
             dit_s=round(dit, 1), peak_gib=entry["peak_gib"], diffusers_e2e_s=None, ratio=None,
             steps_measured=entry["steps"],
             deviation={"final_latent": entry["final"], "step_x0": entry["step_x0"],
@@ -85,6 +93,40 @@ def served_rows() -> list[dict[str, Any]]:
              "undersized; peak_gib with both entry points served", command=SERVE)]
 
 
+# the second GPU session's served runs (commit 093592d): offloaded servers and fp8 through Triton
+SERVE2 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve2"
+SERVE3 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve3"
+SERVED_LATER = (  # raw file, entry point, mode, command, note
+    ("serve_7B-offload-all.json", "t2w", "offload-all (stage offload, served through Triton)", SERVE2,
+     "all five --offload_* flags, each stage uploads its weights from pinned host memory for its phase"),
+    ("serve_7B-offload-blocks.json", "t2w", "offload-all + blocks (served through Triton)", SERVE2,
+     "--offload_mode blocks --dit_offload blocks: every offloaded stage streams its blocks (eager DiT: no compile); "
+     "the text guardrail streams LlamaGuard once per generated token"),
+    ("serve_7B-fp8.json", "v2w", "fp8 (served through Triton)", SERVE3,
+     "--dit_mode fp8; run as a 230 s step, in which only the Video2World request fitted (no memory sample written); "
+     "serve3 gives the step the time for both"),
+)
+
+
+def served_later_rows() -> list[dict[str, Any]]:
+    resident_eval = _load("serve_7B-exact.json")["t2w"]["dit_eval_s"]
+    rows = []
+    for name, task, mode, command, note in SERVED_LATER:
+        served = _load(name)
+        run = served[task]
+        rows.append(_row(
+            task=task, model="7B", mode=mode, e2e_s=run["e2e_extrapolated_s"], dit_s=run["dit_s_extrapolated"],
+            stages=run["stages"], peak_gib=served.get("peak_gib"), diffusers_e2e_s=None, ratio=None,
+            steps_measured=served["steps_measured"], deviation=None,
+            bls_overhead_per_step_s=run["bls_overhead_per_step_s"],
+            dit_eval_vs_resident_exact=round(run["dit_eval_s"] / resident_eval, 3),
+            peak_gib_sum_of_process_peaks=served.get("peak_gib_sum_of_process_peaks"),
+            note=note + "; random weights: the text guardrail generates up to its token limit (a trained LlamaGuard "
+                        "stops after its verdict), so its time is an upper bound",
+            commit="093592d", command=command))
+    return rows
+
+
 def memory_rows() -> list[dict[str, Any]]:
     rows = []
     for name, model in (("memory_7B.json", "7B"), ("memory_14B.json", "14B")):
@@ -106,7 +148,7 @@ def memory_rows() -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    rows = [*served_rows(), *dit_rows("7B", "dit_modes_7B.json", PREPARE),
+    rows = [*served_rows(), *served_later_rows(), *dit_rows("7B", "dit_modes_7B.json", PREPARE),
             *dit_rows("14B", "dit_modes_14B.json", DIT14), *cache_rows(), *memory_rows()]
     (RESULTS / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"{len(rows)} rows -> {RESULTS / 'summary.json'}")

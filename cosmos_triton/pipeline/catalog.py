@@ -71,13 +71,21 @@ def dit_checkpoint(settings: ServeSettings, model_type: ModelType) -> str:
     return stage_models(settings)[model_type.dit_model].params["checkpoint"]
 
 
+ENTRY_POINTS = tuple(m.entry for m in MODEL_TYPES.values())
+
+
 def served_model_types(settings: ServeSettings) -> tuple[ModelType, ...]:
-    """The model types whose DiT checkpoint exists (both when neither does: the committed, machine-independent
-    configs), so a server with only the Text2World weights still becomes ready."""
+    """The model types of `settings.entry_points` (all when empty) whose DiT checkpoint exists (all of those when
+    none does: the committed, machine-independent configs), so a server with only the Text2World weights still
+    becomes ready."""
     from pathlib import Path
 
-    available = tuple(m for m in MODEL_TYPES.values() if Path(dit_checkpoint(settings, m)).is_dir())
-    return available or tuple(MODEL_TYPES.values())
+    unknown = set(settings.entry_points) - set(ENTRY_POINTS)
+    if unknown:
+        raise ValueError(f"entry_points: unknown {sorted(unknown)}; accepted: {', '.join(ENTRY_POINTS)}")
+    wanted = tuple(m for m in MODEL_TYPES.values() if not settings.entry_points or m.entry in settings.entry_points)
+    available = tuple(m for m in wanted if Path(dit_checkpoint(settings, m)).is_dir())
+    return available or wanted
 
 
 def envelope_json(settings: ServeSettings, model_type: ModelType) -> str:

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cosmos_triton.deployment import DIT_MODES, OFFLOAD_GROUPS, ModelOptions, ServeSettings, ServingOptions
+from cosmos_triton.pipeline.catalog import ENTRY_POINTS
 from cosmos_triton.server.install import TRITONSERVER_ENV, ServerError
 from cosmos_triton.server.process import EXIT_TIMEOUT_S, ServerHandle, start_server
 from cosmos_triton.server.supervisor import Supervisor, serve_health
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name in CHECKPOINT_FLAGS.items():
         ckpt.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, default=getattr(defaults, name),
                           help=f"default: {getattr(defaults, name)}")
+    ckpt.add_argument("--entry_points", "--entry-points", nargs="+", choices=ENTRY_POINTS, default=[],
+                      help="serve only these (default: each one whose DiT checkpoint is present); the stages only "
+                      "the other one calls are not loaded, e.g. text2world alone saves the Video2World DiT, its "
+                      "upsampler and the tokenizer encoder")
     memory = parser.add_argument_group("memory (the original's offload flags: weights in pinned host memory, moved "
                                        "to the GPU for each request, never re-read from disk)")
     for group in OFFLOAD_GROUPS:
@@ -125,7 +130,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
-    return ServeSettings(**{name: getattr(args, flag) for flag, name in CHECKPOINT_FLAGS.items()}).resolved()
+    return ServeSettings(**{name: getattr(args, flag) for flag, name in CHECKPOINT_FLAGS.items()},
+                         entry_points=tuple(args.entry_points)).resolved()
 
 
 def models_from_args(args: argparse.Namespace) -> ModelOptions:

@@ -9,7 +9,7 @@
 #   call 3, carry .gpurun/c3:  bash benchmarks/fullsize/run_h200.sh serve     # Triton at full size, diffusers
 #   then, each carrying .gpurun/c3 (or nothing: the installs stay):
 #                              bash benchmarks/fullsize/run_h200.sh serve2    # offloaded servers, per stage and per block
-#                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton, Text2World and Video2World
+#                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton (T2W, V2W); face filter cost
 #   SKIP_MEASURED=1 ... prepare writes the checkpoints only (the DiT-mode and memory rows are in RESULTS.md).
 #
 # .gpurun/c1: diffusers 0.42.1, tritonclient, python-rapidjson and numpy 1.26.4 wheels (numpy goes in last, after
@@ -63,8 +63,9 @@ elif [ "$PHASE" = serve2 ]; then
     --offload_mode blocks --dit_offload blocks
 elif [ "$PHASE" = serve3 ]; then
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
-  step serve_fp8 500 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w v2w \
+  step serve_fp8 470 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w v2w \
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label fp8 -- --warm default --dit_mode fp8
+  step face_filter 60 python3 benchmarks/face_filter_cost.py --guardrail_dir "$CKPT/Cosmos-1.0-Guardrail" --out "$OUT"
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

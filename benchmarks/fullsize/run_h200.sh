@@ -11,6 +11,7 @@
 #                              bash benchmarks/fullsize/run_h200.sh serve2    # offloaded servers, per stage and per block
 #                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton (T2W, V2W); face filter cost
 #   SKIP_MEASURED=1 ... prepare writes the checkpoints only (the DiT-mode and memory rows are in RESULTS.md).
+#   (dit_modes.py's torchao row needs torchao from c2: call `install` before `prepare` to measure it.)
 #
 # .gpurun/c1: diffusers 0.42.1, tritonclient, python-rapidjson and numpy 1.26.4 wheels (numpy goes in last, after
 # the in-process steps ran on the image's numpy 2) and small.tar.xz (checkpoints/small without its DiTs);

@@ -65,13 +65,11 @@ ENTRY_STAGES: dict[str, tuple[str, ...]] = {
     VIDEO2WORLD.name: (VIDEO2WORLD.upsampler_model, "text_guardrail", "t5_encoder", "tokenizer_encoder",
                        VIDEO2WORLD.dit_model, "tokenizer_decoder", "video_guardrail", "mp4_encoder"),
 }
+ENTRY_POINTS = tuple(m.entry for m in MODEL_TYPES.values())  # the public model names a deployment can serve
 
 
 def dit_checkpoint(settings: ServeSettings, model_type: ModelType) -> str:
     return stage_models(settings)[model_type.dit_model].params["checkpoint"]
-
-
-ENTRY_POINTS = tuple(m.entry for m in MODEL_TYPES.values())
 
 
 def served_model_types(settings: ServeSettings) -> tuple[ModelType, ...]:

@@ -10,6 +10,7 @@
 #   then, each carrying .gpurun/c3 (or nothing: the installs stay):
 #                              bash benchmarks/fullsize/run_h200.sh serve2    # offloaded servers, per stage and per block
 #                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton (T2W, V2W); face filter cost
+#                              bash benchmarks/fullsize/run_h200.sh serve4    # the 24 GB setting: blocks, Text2World alone
 #   SKIP_MEASURED=1 ... prepare writes the checkpoints only (the DiT-mode and memory rows are in RESULTS.md).
 #   (dit_modes.py's torchao row needs torchao from c2: call `install` before `prepare` to measure it.)
 #
@@ -20,7 +21,7 @@
 # Every step writes its JSON into $OUT as it goes; a step that fails or runs out of time does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PHASE=${1:?prepare, install, serve, serve2 or serve3}
+PHASE=${1:?prepare, install, serve, serve2, serve3 or serve4}
 OUT=${OUT:-/tmp/out}
 CKPT=${CKPT:-/tmp/ckpt}
 LOGS=/tmp/logs  # logs are packed into one file at the end: a call brings back at most 8 files
@@ -67,6 +68,14 @@ elif [ "$PHASE" = serve3 ]; then
   step serve_fp8 470 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w v2w \
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label fp8 -- --warm default --dit_mode fp8
   step face_filter 60 python3 benchmarks/face_filter_cost.py --guardrail_dir "$CKPT/Cosmos-1.0-Guardrail" --out "$OUT"
+elif [ "$PHASE" = serve4 ]; then
+  # the 24 GB row: every offload by blocks, Text2World alone, one entry instance
+  source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
+  step serve_small 290 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default \
+    --offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
+    --offload_diffusion_transformer --offload_mode blocks --dit_offload blocks --entry_points text2world \
+    --entry-instances 1
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

@@ -216,11 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_args, _ = parse_args(["--checkpoint_dir", args.checkpoint_dir, *args.serve_args])
     dit = f"Cosmos-1.0-Diffusion-{args.model}"
     settings = ServeSettings(checkpoint_dir=args.checkpoint_dir, dit_dir=f"{dit}-Text2World",
-                             v2w_dit_dir=f"{dit}-Video2World")
+                             v2w_dit_dir=f"{dit}-Video2World", entry_points=tuple(cli_args.entry_points))
     t0 = time.monotonic()
     log(f"{label}: starting the server")
     with running_server(settings, log_file=(args.log_dir or args.out) / f"server_{label}.log", ready_timeout_s=1200,
-                        serving=ServingOptions(entry_instances=2), models=models_from_args(cli_args)) as server:
+                        serving=ServingOptions(entry_instances=cli_args.entry_instances),
+                        models=models_from_args(cli_args)) as server:
         result["server_ready_s"] = round(time.monotonic() - t0, 1)
         save()
         memory = GpuMemory(server.process.pid)

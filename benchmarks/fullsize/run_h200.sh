@@ -34,6 +34,8 @@ step() {  # step NAME SECONDS COMMAND...: bounded, logged, never fatal
   echo "=== $name exit $? at $(elapsed)s"; tail -n 4 "$LOGS/$name.log"
 }
 mkdir -p "$OUT" "$LOGS"
+OFFLOAD_ALL="--offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
+  --offload_diffusion_transformer"  # the original's five offload flags
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 git log -1 --format=%H >> "$OUT/device.txt" 2>/dev/null || true
@@ -54,8 +56,6 @@ elif [ "$PHASE" = serve2 ]; then
   # the memory table measured on served processes (issue 12): each scenario is server start (~45 s), a warm-up
   # request and the measured one (~75-100 s each) and the shutdown
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
-  OFFLOAD_ALL="--offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
-    --offload_diffusion_transformer"
   # shellcheck disable=SC2086
   step serve_offload 260 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-all -- --warm default $OFFLOAD_ALL
@@ -71,11 +71,10 @@ elif [ "$PHASE" = serve3 ]; then
 elif [ "$PHASE" = serve4 ]; then
   # the 24 GB row: every offload by blocks, Text2World alone, one entry instance
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
+  # shellcheck disable=SC2086
   step serve_small 290 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
-    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default \
-    --offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
-    --offload_diffusion_transformer --offload_mode blocks --dit_offload blocks --entry_points text2world \
-    --entry-instances 1
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_ALL \
+    --offload_mode blocks --dit_offload blocks --entry_points text2world --entry-instances 1
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

@@ -15,6 +15,8 @@ Rows, printed and written to OUT/memory.json after each one (a timeout keeps wha
 - dit/{7B,14B}/*: one guided evaluation (cond + uncond pass) at 121x704x1280 with weights resident, block-streamed
   (`BlockStreamer`, 2 slots; first call and a warm call with the slots kept) and offloaded per call (`Offloader`:
   the whole model uploaded inside the call), with x0 compared to the resident x0;
+- dit/{size}/compiled-*: the speed mode's compiled blocks resident, then block-streamed (the DiT stage under
+  `--dit_offload blocks`): time, peak, x0 against the compiled resident x0, and whether streaming recompiled;
 - t5/*: the T5-11B encoder (fp32, 512 tokens) resident, block-streamed and offloaded per call;
 - table: the server's peak (sum over stage processes: contexts + resident weights + the running stage's peak) for
   each offload setting next to the original's published column, and the transfer time each setting adds per request.
@@ -324,29 +326,38 @@ def dit_arch(size: str, tiny: bool):
     return DIT_PRESETS[f"Cosmos-1.0-Diffusion-{size}-Text2World"]
 
 
-def row_dit(report: Report, device: torch.device, size: str, tiny: bool, warm: bool) -> None:
-    from cosmos_triton.diffusion.guidance import guided_x0
-    from cosmos_triton.models.block_stream import BlockStreamer
-    from cosmos_triton.models.dit import CosmosDiT, build_model
-    from cosmos_triton.models.offload import Offloader
+def random_dit(size: str, tiny: bool, device: torch.device) -> tuple[Any, Any, tuple[int, ...]]:
+    """(model, architecture, latent shape) of a DiT with random weights in the real layout."""
+    from cosmos_triton.models.dit import build_model
 
-    emulate = device.type != "cuda"
     arch = dit_arch(size, tiny)
-    start = time.perf_counter()
     model = build_model(arch, None, device=device)
     init_random_(model)
-    net = CosmosDiT(model, arch)
-    build_s = time.perf_counter() - start
-    latent = LATENT_TINY if tiny else LATENT_FULL
+    return model, arch, LATENT_TINY if tiny else LATENT_FULL
+
+
+def guided_step(net: Any, latent: tuple[int, ...], device: torch.device) -> Callable[[], torch.Tensor]:
+    """One guided evaluation at sigma 80 on fixed random inputs (the same for every variant)."""
+    from cosmos_triton.diffusion.guidance import guided_x0
+
     g = torch.Generator(device="cpu").manual_seed(1)
     x = (80.0 * torch.randn(latent, generator=g)).to(device)
     sigma = torch.tensor([80.0], device=device)
     cond = torch.randn(1, 512, 1024, generator=g).to(device, torch.bfloat16)
     uncond = torch.randn(1, 512, 1024, generator=g).to(device, torch.bfloat16)
+    return lambda: guided_x0(net, x, sigma, cond, uncond, 7.0, 24.0)
 
-    def step() -> torch.Tensor:
-        return guided_x0(net, x, sigma, cond, uncond, 7.0, 24.0)
 
+def row_dit(report: Report, device: torch.device, size: str, tiny: bool, warm: bool) -> None:
+    from cosmos_triton.models.block_stream import BlockStreamer
+    from cosmos_triton.models.dit import CosmosDiT
+    from cosmos_triton.models.offload import Offloader
+
+    emulate = device.type != "cuda"
+    start = time.perf_counter()
+    model, arch, latent = random_dit(size, tiny, device)
+    build_s = time.perf_counter() - start
+    step = guided_step(CosmosDiT(model, arch), latent, device)
     prefix = f"dit/{size}"
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / GB
     if warm:
@@ -400,6 +411,53 @@ def row_dit(report: Report, device: torch.device, size: str, tiny: bool, warm: b
     report.add({"row": f"{prefix}/upload", "bytes_gb": _r(offloader.host_bytes / GB), "s": stats["s"],
                 "gbps": _r(offloader.host_bytes / GB / max(stats["s"] or 1e-9, 1e-9), 2)})
     offloader.release()
+
+
+def row_dit_compiled(report: Report, device: torch.device, sizes: list[str], tiny: bool, left_s: float) -> None:
+    """The DiT stage's setting under `--dit_offload blocks`: the speed mode's compiled blocks (Inductor on a GPU,
+    aot_eager on CPU) with the blocks streamed, against the same compiled blocks resident; the first of `sizes`."""
+    from torch._dynamo.utils import counters
+
+    from cosmos_triton.models.block_stream import BlockStreamer
+    from cosmos_triton.models.dit import CosmosDiT
+    from cosmos_triton.models.dit_speed import DiTSpeed
+
+    cuda = device.type == "cuda"
+    size = sizes[0] if sizes else "7B"
+    if left_s < (100 if cuda else 10):  # 7B on an H200: ~90 s (build, compile, four guided evaluations)
+        report.add({"row": f"dit/{size}/compiled", "skipped": f"budget: {left_s:.0f} s left"})
+        return
+    model, arch, latent = random_dit(size, tiny, device)
+    speed = DiTSpeed(compile=True, cache=None, compile_backend="inductor" if cuda else "aot_eager")
+    net = speed.apply(CosmosDiT(model, arch))
+    step = guided_step(net, latent, device)
+    prefix = f"dit/{size}/compiled"
+    counters.clear()
+    warm = speed.warm_up(net, [latent[1:]])
+    ref, stats = measure(device, step)
+    report.add({"row": f"{prefix}-resident", "compile_first_call_s": warm["first_call_s"][0],
+                "unique_graphs": counters["stats"]["unique_graphs"], **stats})
+    ref_cpu = ref.cpu()
+    del ref
+    free_memory(device)
+    streamer = BlockStreamer(model, list(model.transformer_blocks), device, emulate=not cuda)
+    free_memory(device)
+
+    def streamed(keep: bool, streamer: BlockStreamer = streamer) -> torch.Tensor:
+        with streamer.on_device(keep=keep):
+            return step()
+
+    graphs = counters["stats"]["unique_graphs"]
+    out, stats = measure(device, functools.partial(streamed, True))
+    report.add({"row": f"{prefix}-blocks-first", **stats, **_equal(ref_cpu, out)})
+    del out
+    out, stats = measure(device, functools.partial(streamed, False))
+    report.add({"row": f"{prefix}-blocks-warm", **stats, **_equal(ref_cpu, out),
+                "new_graphs_when_streamed": counters["stats"]["unique_graphs"] - graphs,
+                "recompiles": sum(counters["recompiles"].values())})
+    del out
+    streamer.detach()
+    free_memory(device)
 
 
 def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -646,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dit", default=None, help="DiT sizes, in order (default 7B,14B; --tiny: 7B); 14B runs "
                         "only if the budget allows")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: "
-                        "context,bandwidth,decode,decode-bmm,dit,t5")
+                        "context,bandwidth,decode,decode-bmm,dit,dit-compiled,t5")
     parser.add_argument("--budget-s", type=float, default=210.0, help="stop starting sections after this")
     parser.add_argument("--strict", action="store_true", help="stop at the first failing section (tests)")
     args = parser.parse_args(argv)
@@ -700,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     # the shipped decoder.jit's attention arithmetic (materialised scores)
     section("decode-bmm", lambda: row_decode(report, device, args.tiny, [(4, 0), (4, 2)] if not args.tiny
                                              else [(1, 1)], attention="bmm"))
+    section("dit-compiled", lambda: row_dit_compiled(report, device, sizes, args.tiny, left()))
     if left() > 30:
         section("t5", lambda: row_t5(report, device, args.tiny))
     for size in sizes[1:]:

@@ -22,6 +22,9 @@ def test_tiny_run_writes_every_row(tmp_path: Path) -> None:
     for name in ("dit/7B/blocks-first", "dit/7B/blocks-warm", "dit/7B/stage-offload", "t5/blocks",
                  "t5/stage-offload"):
         assert rows[name]["equal_resident"], name
+    for name in ("dit/7B/compiled-blocks-first", "dit/7B/compiled-blocks-warm"):
+        assert rows[name]["equal_resident"], name
+    assert rows["dit/7B/compiled-blocks-warm"]["new_graphs_when_streamed"] == 0
     assert rows["dit/7B/stage-offload"]["resident_after_gb"] == 0
     assert rows["dit/7B/blocks-warm"]["resident_after_gb"] == 0
     settings = {(r["model"], r["setting"]) for r in data["table"]}

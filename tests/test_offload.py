@@ -271,6 +271,34 @@ def test_block_streaming_composes_with_compiled_blocks() -> None:
     assert sum(1 for what, *_ in streamer.trace if what == "wait") == 8
 
 
+def test_block_streaming_under_the_speed_modes_compile() -> None:
+    """What the DiT stage does under `--dit_offload blocks`: DiTSpeed's compiled blocks (Dynamo; aot_eager here)
+    with the streamer's hooks. One graph serves every block (the per-block hooks cause no recompile), the hooks
+    run for every block of both passes, and the output is the resident one."""
+    from torch._dynamo.utils import counters
+
+    from cosmos_triton.models.dit_speed import DiTSpeed
+
+    net = small_dit(4)
+    inputs = dit_inputs(2)
+    ref = guided_x0(net, *inputs)
+    torch._dynamo.reset()
+    fast = DiTSpeed(attention="sdpa", compile=True, cache=None, compile_backend="aot_eager").apply(net)
+    streamer = BlockStreamer(net.model, list(net.model.transformer_blocks), "cpu", emulate=True, trace=True)
+    counters.clear()
+    try:
+        for _ in range(2):
+            with streamer.on_device():
+                out = guided_x0(fast, *inputs)
+            assert torch.equal(out, ref)
+        assert counters["stats"]["unique_graphs"] == 1
+        assert not counters["recompiles"]
+    finally:
+        torch._dynamo.reset()
+    assert sum(1 for what, *_ in streamer.trace if what == "wait") == 2 * 2 * 4
+    check_stream_order(streamer.trace, 2)
+
+
 def test_streamer_numbers() -> None:
     net = small_dit(6)
     streamer = BlockStreamer(net.model, list(net.model.transformer_blocks), "cpu", emulate=True)

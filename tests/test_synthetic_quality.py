@@ -35,15 +35,20 @@ HELD_OUT_COLOUR_ACCURACY_MIN = 0.5
 GUIDANCE_SCORE_GAIN_MIN = 0.1
 V2W_KEPT_FRAMES_PSNR_MIN = 22.0
 V2W_TRAVEL_MIN = 0.2  # of the frame extent, beyond the last input frame
-# The installed model (Run 5, benchmarks/results/small_model_training.md) has learnt colour (30/30 of the oracle
-# cases on the GPU, 8/8 here) and, half-way, direction: 18/30 there (0.6), 4/8 here (0.5, the four misses go the
-# opposite way along the right axis), and guidance does not raise its adherence score (-0.06 here; 0.55 direction
-# accuracy with and without guidance on the GPU): those tests are expected to fail until a longer GPU run; strict,
-# so a model that passes them turns them red until this flag is updated.
-DIRECTION_LEARNT = False
+# The installed model (Run 7, benchmarks/results/small_model_training.md) has learnt colour (30/30 of the oracle
+# cases on the GPU, 8/8 here) and direction: 27/30 there, 7/8 here. Guidance raises direction accuracy on the GPU
+# (0.90 guided vs 0.75 unguided on the 20 seen cases) but not yet this test's continuous score on its four cases
+# (+0.04, 0.1 asked: two of the four travel further unguided): that test is a strict expected failure, so a model
+# that passes it turns it red until GUIDANCE_GAIN_SHOWN is updated. DIRECTION_LEARNT does the same for the
+# direction tests (True since Run 7; Run 5 scored 4/8 here).
+DIRECTION_LEARNT = True
+GUIDANCE_GAIN_SHOWN = False
 direction_pending = pytest.mark.xfail(
     not DIRECTION_LEARNT and TRAINED and not ANY_WEIGHTS, strict=True,
-    reason="the built-in small model does not follow the named direction reliably yet (0.5 < 0.6 here)")
+    reason="the built-in small model does not follow the named direction reliably yet")
+guidance_pending = pytest.mark.xfail(
+    not GUIDANCE_GAIN_SHOWN and TRAINED and not ANY_WEIGHTS, strict=True,
+    reason="guidance does not yet raise this test's adherence score by 0.1 (+0.04 with Run 7)")
 
 
 def _seen_subset() -> list[Case]:
@@ -101,7 +106,7 @@ def guidance_scores(t2w, seen_videos) -> tuple[list[float], list[float]]:
     return guided, unguided
 
 
-@direction_pending  # the score's gain comes from travel the named way; presence is ~0.95 with and without
+@guidance_pending  # the score's gain comes from travel the named way; presence is ~1 with and without
 def test_guidance_measurably_improves_adherence(guidance_scores):
     guided, unguided = guidance_scores
     assert np.mean(guided) - np.mean(unguided) >= GUIDANCE_SCORE_GAIN_MIN, (guided, unguided)

@@ -230,3 +230,32 @@ def test_continuation_recipes_need_an_earlier_run(tmp_path):
     run = train_small_models.Run(tmp_path / "out", 60.0, [], 0.0)
     with pytest.raises(FileNotFoundError, match="neither a training run"):
         train_small_models.take_earlier_run(tmp_path, run.builtin)
+
+
+def test_train_builtin_script_replays_the_installed_chain(tmp_path):
+    """export/train_builtin.sh runs the installed model's runs in order, each continuing the one before, with the
+    seeds, budgets and recipes its record (checkpoints/builtin/TRAINING.json) names."""
+    import os
+    import shlex
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    printed = subprocess.run(["bash", str(repo / "export/train_builtin.sh"), str(tmp_path)], check=True,
+                             capture_output=True, text=True, env={**os.environ, "PY": "echo"}).stdout
+    commands = [shlex.split(line) for line in printed.splitlines()]
+    record = json.loads((repo / "checkpoints/builtin/TRAINING.json").read_text())
+    recorded = []
+    while record:
+        recorded.append(shlex.split(record["command"]))
+        record = record.get("resumed_from")
+    recorded.reverse()
+    assert len(commands) == len(recorded) == 6
+
+    def option(args: list[str], name: str) -> str | None:
+        return args[args.index(name) + 1] if name in args else None
+
+    for i, (ours, theirs) in enumerate(zip(commands, recorded, strict=True)):
+        for name in ("--seed", "--minutes", "--config"):
+            assert option(ours, name) == option(theirs, name), (i, name)
+        assert option(ours, "--resume") == (str(tmp_path / f"r{i + 1}") if i else None)
+        assert option(ours, "--out") == str(tmp_path / f"r{i + 2}")

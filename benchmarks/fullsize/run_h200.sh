@@ -10,18 +10,20 @@
 #   then, each carrying .gpurun/c3 (or nothing: the installs stay):
 #                              bash benchmarks/fullsize/run_h200.sh serve2    # offloaded servers, per stage and per block
 #                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton (T2W, V2W); face filter cost
-#                              bash benchmarks/fullsize/run_h200.sh serve4    # the 24 GB setting: blocks, Text2World alone
+#                              bash benchmarks/fullsize/run_h200.sh serve4    # the 16 GiB setting: blocks (compiled), Text2World alone
+#                              bash benchmarks/fullsize/run_h200.sh perf      # perf_analyzer, concurrency 1 and 2
 #   SKIP_MEASURED=1 ... prepare writes the checkpoints only (the DiT-mode and memory rows are in RESULTS.md).
 #   (dit_modes.py's torchao row needs torchao from c2: call `install` before `prepare` to measure it.)
 #
 # .gpurun/c1: diffusers 0.42.1, tritonclient, python-rapidjson and numpy 1.26.4 wheels (numpy goes in last, after
 # the in-process steps ran on the image's numpy 2) and small.tar.xz (checkpoints/small without its DiTs);
 # .gpurun/c2: tritonserver-py312.tar.xz, torchao 0.18.0, tokenizers, peft, nltk, defusedxml, better-profanity,
-# confusable_homoglyphs, imageio-ffmpeg (no binary); .gpurun/c3: transformers 5.23.0 and ffmpeg.xz.
+# confusable_homoglyphs, imageio-ffmpeg (no binary); .gpurun/c3: transformers 5.23.0, ffmpeg.xz and perf_analyzer.xz
+# with libcudart.so.12 and Debian's libb64-0d .deb (tritonclient 2.51's perf_analyzer; the image is CUDA 13).
 # Every step writes its JSON into $OUT as it goes; a step that fails or runs out of time does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PHASE=${1:?prepare, install, serve, serve2, serve3 or serve4}
+PHASE=${1:?prepare, install, serve, serve2, serve3, serve4 or perf}
 OUT=${OUT:-/tmp/out}
 CKPT=${CKPT:-/tmp/ckpt}
 LOGS=/tmp/logs  # logs are packed into one file at the end: a call brings back at most 8 files
@@ -69,12 +71,21 @@ elif [ "$PHASE" = serve3 ]; then
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label fp8 -- --warm default --dit_mode fp8
   step face_filter 60 python3 benchmarks/face_filter_cost.py --guardrail_dir "$CKPT/Cosmos-1.0-Guardrail" --out "$OUT"
 elif [ "$PHASE" = serve4 ]; then
-  # the 24 GB row: every offload by blocks, Text2World alone, one entry instance
+  # the 16 GiB row: every offload by blocks (the streamed DiT compiled), Text2World alone, one entry instance;
+  # first the streamed compiled DiT in process (time, peak, x0 against the compiled resident one)
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
+  step memory_compiled 150 python3 benchmarks/memory.py --out "$OUT" --dit 7B --budget-s 140 \
+    --skip context,bandwidth,decode,decode-bmm,dit,t5
   # shellcheck disable=SC2086
   step serve_small 290 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_ALL \
     --offload_mode blocks --dit_offload blocks --entry_points text2world --entry-instances 1
+elif [ "$PHASE" = perf ]; then
+  # perf_analyzer at real size: one step per request (~70 s, most of it the guardrails and mp4), count windows of
+  # one request, concurrency 1 then 2 (does the second request's T5/decode/guardrails/mp4 overlap the first's DiT?)
+  source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
+  step serve_perf 560 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
+    --steps 1 --perf_analyzer 1:2 --out "$OUT" --log_dir "$LOGS" --label perf -- --warm default
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

@@ -8,13 +8,15 @@ to ready; end-to-end latency of the measured request and its extrapolation to th
 (measured DiT evaluation time x the evaluations not run); seconds per stage (our metrics: every BLS call from the
 entry point); the DiT evaluation as the entry point sees it vs the DiT step's own compute (Triton's statistics),
 whose difference is the BLS/IPC overhead per step; peak GPU memory of every stage process (nvidia-smi per pid,
-CUDA context included) and their sum; optionally two concurrent requests (do they overlap?).
+CUDA context included) and their sum; optionally two concurrent requests (do they overlap?) and perf_analyzer
+against the same server (`--perf_analyzer 1:2`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -185,6 +187,33 @@ def measure(server: Any, task: str, args: argparse.Namespace, result: dict[str, 
         save()
 
 
+PERF_SUMMARY = re.compile(r"Concurrency: (\d+), throughput: ([\d.]+) infer/sec, latency (\d+) usec")
+
+
+def perf_analyzer(server: Any, args: argparse.Namespace, result: dict[str, Any], save: Any, label: str) -> None:
+    """perf_analyzer (benchmarks/perf_analyzer.sh: the tritonclient wheel's binary) on this server's Text2World
+    entry point with this scenario's fields: count windows of one request (each is a whole video), at most three
+    windows per concurrency level of --perf_analyzer (e.g. 1:2). Its CSV (-f) has the per-stage split of the BLS
+    composing models."""
+    height, width = args.height or SIZES["t2w"][0], args.width or SIZES["t2w"][1]
+    data = json.loads((REPO / "benchmarks/perf_analyzer/text2world.json").read_text())
+    data["data"][0] |= {"prompt": [PROMPT], "num_steps": [args.steps], "height": [height], "width": [width],
+                        "disable_prompt_upsampler": [not args.upsampler]}
+    inputs, csv = args.out / f"perf_input_{label}.json", args.out / f"perf_{label}.csv"
+    inputs.write_text(json.dumps(data))
+    env = {**os.environ, "INPUT": str(inputs), "REQUESTS": "1", "TRIALS": "3"}
+    log(f"perf_analyzer, concurrency {args.perf_analyzer}")
+    start = time.monotonic()
+    done = subprocess.run(["bash", str(REPO / "benchmarks/perf_analyzer.sh"), "text2world", server.grpc_url,
+                           args.perf_analyzer, "-f", str(csv)], env=env, capture_output=True, text=True)
+    result["perf_analyzer"] = {
+        "exit": done.returncode, "wall_s": round(time.monotonic() - start, 1), "csv": csv.name,
+        "summary": [{"concurrency": int(c), "throughput_per_s": float(t), "latency_s": int(us) / 1e6}
+                    for c, t, us in PERF_SUMMARY.findall(done.stdout)],
+        "output_tail": (done.stdout + done.stderr)[-4000:]}
+    save()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_dir", required=True)
@@ -197,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsampler", action="store_true", help="leave the prompt upsampler on")
     parser.add_argument("--cache_threshold", type=float, default=0.0)
     parser.add_argument("--concurrent", action="store_true", help="also two Text2World requests at once")
+    parser.add_argument("--perf_analyzer", default=None, metavar="RANGE",
+                        help="then perf_analyzer on Text2World at these concurrencies, e.g. 1:2")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--log_dir", type=Path, default=None, help="where the server log goes (default: --out)")
     parser.add_argument("--label", default="exact")
@@ -229,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for task in args.tasks:
                 measure(server, task, args, result, save)
+            if args.perf_analyzer:
+                perf_analyzer(server, args, result, save, label)
         finally:
             memory.stop.set()
             memory.join(5)

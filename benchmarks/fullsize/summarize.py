@@ -96,22 +96,28 @@ def served_rows() -> list[dict[str, Any]]:
 # the second GPU session's served runs (commit 093592d): offloaded servers and fp8 through Triton
 SERVE2 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve2"
 SERVE3 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve3"
-SERVED_LATER = (  # raw file, entry point, mode, command, note
+SERVE4 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve4"
+SERVE4_COMMIT = "f32cc7b + the DiT stage's compile under block streaming (committed with these results)"
+SERVED_LATER = (  # raw file, entry point, mode, command, note, commit
     ("serve_7B-offload-all.json", "t2w", "offload-all (stage offload, served through Triton)", SERVE2,
-     "all five --offload_* flags, each stage uploads its weights from pinned host memory for its phase"),
+     "all five --offload_* flags, each stage uploads its weights from pinned host memory for its phase", "093592d"),
     ("serve_7B-offload-blocks.json", "t2w", "offload-all + blocks (served through Triton)", SERVE2,
      "--offload_mode blocks --dit_offload blocks: every offloaded stage streams its blocks (eager DiT: no compile); "
-     "the text guardrail streams LlamaGuard once per generated token"),
+     "the text guardrail streams LlamaGuard once per generated token", "093592d"),
     ("serve_7B-fp8.json", "v2w", "fp8 (served through Triton)", SERVE3,
      "--dit_mode fp8; run as a 230 s step, in which only the Video2World request fitted (no memory sample written); "
-     "serve3 gives the step the time for both"),
+     "serve3 gives the step the time for both", "093592d"),
+    ("serve_7B-offload-blocks-t2w-only.json", "t2w", "offload-all + blocks, compiled, Text2World only (served "
+     "through Triton)", SERVE4,
+     "the blocks row with the streamed DiT compiled, --entry_points text2world --entry-instances 1: the 16 GiB "
+     "setting", SERVE4_COMMIT),
 )
 
 
 def served_later_rows() -> list[dict[str, Any]]:
     resident_eval = _load("serve_7B-exact.json")["t2w"]["dit_eval_s"]
     rows = []
-    for name, task, mode, command, note in SERVED_LATER:
+    for name, task, mode, command, note, commit in SERVED_LATER:
         served = _load(name)
         run = served[task]
         rows.append(_row(
@@ -123,16 +129,17 @@ def served_later_rows() -> list[dict[str, Any]]:
             peak_gib_sum_of_process_peaks=served.get("peak_gib_sum_of_process_peaks"),
             note=note + "; random weights: the text guardrail generates up to its token limit (a trained LlamaGuard "
                         "stops after its verdict), so its time is an upper bound",
-            commit="093592d", command=command))
+            commit=commit, command=command))
     return rows
 
 
 def memory_rows() -> list[dict[str, Any]]:
     rows = []
-    for name, model in (("memory_7B.json", "7B"), ("memory_14B.json", "14B")):
+    for name, model in (("memory_7B.json", "7B"), ("memory_14B.json", "14B"), ("memory_7B_compiled.json", "7B")):
         by_row = {r["row"]: r for r in _load(name)["rows"]}
-        resident = by_row.get(f"dit/{model}/resident")
-        for setting in ("blocks-warm", "stage-offload"):
+        compiled = name.endswith("_compiled.json")
+        resident = by_row.get(f"dit/{model}/compiled-resident" if compiled else f"dit/{model}/resident")
+        for setting in (("compiled-blocks-warm",) if compiled else ("blocks-warm", "stage-offload")):
             row = by_row.get(f"dit/{model}/{setting}")
             if row is None or resident is None:
                 continue
@@ -141,9 +148,11 @@ def memory_rows() -> list[dict[str, Any]]:
                 dit_s=round(EVALUATIONS * row["s"], 1), peak_gib=row["peak_alloc_gb"], diffusers_e2e_s=None,
                 ratio=round(resident["s"] / row["s"], 4), steps_measured=0,
                 deviation={"max_abs_vs_resident": row["max_abs_vs_resident"]},
-                note=f"resident: {resident['s']} s, peak {resident['peak_alloc_gb']} GB (allocator peaks)",
-                command=PREPARE if model == "7B" else "python3 benchmarks/memory.py --dit 14B --skip "
-                "context,bandwidth,decode,decode-bmm --budget-s 120 --out $OUT"))
+                note=f"{'compiled ' if compiled else ''}resident: {resident['s']} s, peak "
+                     f"{resident['peak_alloc_gb']} GB (allocator peaks)",
+                **({"commit": SERVE4_COMMIT} if compiled else {}),
+                command=SERVE4 if compiled else PREPARE if model == "7B" else "python3 benchmarks/memory.py --dit "
+                "14B --skip context,bandwidth,decode,decode-bmm --budget-s 120 --out $OUT"))
     return rows
 
 

@@ -191,9 +191,8 @@ class DiTStepStage(Stage):
             self.net = load_dit_backend(checkpoint, "tensorrt", plan_path(params["plan_dir"], stage), device)
             return
         net = load_dit(checkpoint, device=self.load_device)
+        # also under block streaming: its hooks run eagerly around each compiled block body (models/block_stream.py)
         compile_blocks = {"on": True, "off": False}.get(params.get("compile", "auto"), device.startswith("cuda"))
-        if self.memory_settings.offload == "blocks":
-            compile_blocks = False  # the block streamer's hooks run per block: not combined with compiled blocks
         speed = DiTSpeed(attention=params.get("attention") or "auto", compile=compile_blocks,
                          fp8=params.get("dit_mode") == "fp8", cache_dir=params.get("compile_cache_dir") or None)
         self.net = speed.apply(net)

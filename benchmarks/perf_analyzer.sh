@@ -5,10 +5,9 @@
 # libb64-0d (apt) and libcudart.so.12 (the nvidia-cuda-runtime-cu12 wheel, unpacked into ~/.cache). Inputs fix every
 # field for the small checkpoints (benchmarks/perf_analyzer/<model>.json; edit height/width for real ones).
 # One video per request: count-based windows of REQUESTS (3) requests, at most TRIALS (5) windows per concurrency
-# (stable when within STABILITY (100) % of each other),
-# long timeouts. Streaming twins: add --streaming. INPUT overrides the input file (e.g. real-size fields), COMPOSING
-# the stage models reported; PERF_ANALYZER and PERF_ANALYZER_LIBS name a carried binary and its libraries (a host
-# without internet: benchmarks/fullsize/gpu_setup.sh sets both).
+# (stable when within STABILITY (100) % of each other), long timeouts. Streaming twins: add --streaming. INPUT
+# overrides the input file (e.g. real-size fields), COMPOSING the stage models reported; PERF_ANALYZER and
+# PERF_ANALYZER_LIBS name a carried binary and its libraries (a host without internet: fullsize/gpu_setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-text2world}
@@ -38,4 +37,5 @@ COMPOSING=${COMPOSING-$DEFAULT}  # set but empty: no per-stage report
 export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "${PERF_ANALYZER:-$(dirname "$PY")/perf_analyzer}" -m "$MODEL" -u "$URL" -i grpc --input-data "$INPUT" \
   --concurrency-range "$CONCURRENCY" --measurement-mode count_windows --measurement-request-count "${REQUESTS:-3}" \
-  --stability-percentage "${STABILITY:-100}" --max-trials "${TRIALS:-5}" --percentile 95 ${COMPOSING:+--bls-composing-models "$COMPOSING"} "${@:4}"
+  --stability-percentage "${STABILITY:-100}" --max-trials "${TRIALS:-5}" --percentile 95 \
+  ${COMPOSING:+--bls-composing-models "$COMPOSING"} "${@:4}"

@@ -114,17 +114,20 @@ def load_trainable(folder: Path, arch: DiTArchitecture, device: torch.device) ->
     return net.model.train().requires_grad_(True)
 
 
-def to_original_state_dict(state: dict[str, torch.Tensor], arch: DiTArchitecture, seed: int = 0
-                           ) -> dict[str, torch.Tensor]:
+def to_original_state_dict(state: dict[str, torch.Tensor], arch: DiTArchitecture, seed: int = 0,
+                           unused: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """diffusers names -> NVIDIA's model.pt keys (the loader's mapping, inverted), bf16; checked with the loader's
     own strict key/shape check. Keys the network does not use get the values an original checkpoint holds: the
-    RoPE position buffer arange(N) and a seeded `logvar` head (unused in sampling)."""
+    RoPE position buffer arange(N) and a seeded `logvar` head (unused in sampling), or those of `unused` (an
+    earlier export of the same network: a continuation keeps them, so an untrained DiT re-exports byte-equal)."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     used = set()
     for key, shape in sorted(original_key_shapes(arch).items()):
         name = diffusers_key(key)
-        if name is None:
+        if name is None and unused is not None and key in unused and tuple(unused[key].shape) == tuple(shape):
+            value = unused[key].float()
+        elif name is None:
             if key.endswith("pos_embedder.seq"):
                 value = torch.arange(shape[0], dtype=torch.float32)
             elif key == "logvar.0.freqs":
@@ -137,18 +140,21 @@ def to_original_state_dict(state: dict[str, torch.Tensor], arch: DiTArchitecture
             value = state[name].detach().float().cpu()
             used.add(name)
         out[key] = value.to(torch.bfloat16).contiguous()
-    unused = sorted(set(state) - used)
-    if unused:
-        raise KeyError(f"weights with no original key: {unused[:8]}")
+    unmapped = sorted(set(state) - used)
+    if unmapped:
+        raise KeyError(f"weights with no original key: {unmapped[:8]}")
     check_keys(out, arch)
     return out
 
 
 def write_dit(out_dir: Path, state: dict[str, torch.Tensor], arch: DiTArchitecture, envelope: Envelope,
-              seed: int = 0) -> Path:
-    """model.pt (original keys, bf16) + config.json (architecture and envelope), as export.small_dit writes them."""
+              seed: int = 0, keep_unused: bool = False) -> Path:
+    """model.pt (original keys, bf16) + config.json (architecture and envelope), as export.small_dit writes them;
+    keep_unused: the keys the network does not use keep their values in the model.pt being replaced."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(to_original_state_dict(state, arch, seed), out_dir / DIT_WEIGHTS)
+    earlier = out_dir / DIT_WEIGHTS
+    unused = torch.load(earlier, map_location="cpu", weights_only=True) if keep_unused and earlier.is_file() else None
+    torch.save(to_original_state_dict(state, arch, seed, unused), out_dir / DIT_WEIGHTS)
     write_dit_config(out_dir, arch, envelope)
     return out_dir
 

@@ -395,7 +395,7 @@ def train(cfg: RunConfig, run: Run, seed: int, device, t5_dir: Path | None, allo
 
     def saver(kind: str, folder: str, arch, envelope):
         def save(state) -> None:
-            write_dit(run.builtin / folder, state, arch, envelope, seed)
+            write_dit(run.builtin / folder, state, arch, envelope, seed, keep_unused=resume is not None)
             run.write_tar(kind, folder)
         return save
 

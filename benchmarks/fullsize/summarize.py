@@ -97,7 +97,7 @@ def served_rows() -> list[dict[str, Any]]:
 SERVE2 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve2"
 SERVE3 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve3"
 SERVE4 = "OUT=$OUT bash benchmarks/fullsize/run_h200.sh serve4"
-SERVE4_COMMIT = "f32cc7b + the DiT stage's compile under block streaming (committed with these results)"
+SERVE4_COMMIT = "672c81f"  # run on f32cc7b with the DiT stage change that 672c81f committed with the results
 SERVED_LATER = (  # raw file, entry point, mode, command, note, commit
     ("serve_7B-offload-all.json", "t2w", "offload-all (stage offload, served through Triton)", SERVE2,
      "all five --offload_* flags, each stage uploads its weights from pinned host memory for its phase", "093592d"),

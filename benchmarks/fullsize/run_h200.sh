@@ -12,6 +12,8 @@
 #                              bash benchmarks/fullsize/run_h200.sh serve3    # fp8 through Triton (T2W, V2W); face filter cost
 #                              bash benchmarks/fullsize/run_h200.sh serve4    # the 16 GiB setting: blocks (compiled), Text2World alone
 #                              bash benchmarks/fullsize/run_h200.sh perf      # perf_analyzer, concurrency 1 and 2
+#                              bash benchmarks/fullsize/run_h200.sh serve14   # 14B Text2World served, exact (writes its DiT)
+#                              bash benchmarks/fullsize/run_h200.sh serve14b  # 14B Text2World, every offload by blocks
 #   SKIP_MEASURED=1 ... prepare writes the checkpoints only (the DiT-mode and memory rows are in RESULTS.md).
 #   (dit_modes.py's torchao row needs torchao from c2: call `install` before `prepare` to measure it.)
 #
@@ -23,7 +25,7 @@
 # Every step writes its JSON into $OUT as it goes; a step that fails or runs out of time does not stop the others.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-PHASE=${1:?prepare, install, serve, serve2, serve3, serve4 or perf}
+PHASE=${1:?prepare, install, serve, serve2, serve3, serve4, perf, serve14 or serve14b}
 OUT=${OUT:-/tmp/out}
 CKPT=${CKPT:-/tmp/ckpt}
 LOGS=/tmp/logs  # logs are packed into one file at the end: a call brings back at most 8 files
@@ -86,6 +88,25 @@ elif [ "$PHASE" = perf ]; then
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   step serve_perf 560 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
     --steps 1 --perf_analyzer 1:2 --out "$OUT" --log_dir "$LOGS" --label perf -- --warm default
+elif [ "$PHASE" = serve14 ] || [ "$PHASE" = serve14b ]; then
+  # 14B Text2World alone (one entry point: no Video2World DiT needed). Its DiT (28.5 GB) does not fit the 64 GB disk
+  # beside the 7B tree, so it goes to /dev/shm (128 GB of RAM) and the other components are linked from $CKPT
+  # (checked on CPU with the --tiny writer: the server follows the links and loads only the Text2World models)
+  source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
+  CKPT14=/dev/shm/ckpt14
+  mkdir -p "$CKPT14"
+  for f in "$CKPT"/*; do case $(basename "$f") in Cosmos-1.0-Diffusion-*) ;; *) ln -sfn "$f" "$CKPT14/" ;; esac; done
+  [ -f "$CKPT14/Cosmos-1.0-Diffusion-14B-Text2World/model.pt" ] || step checkpoints14 200 python3 -m \
+    benchmarks.fullsize.checkpoints --out "$CKPT14" --small checkpoints/small --dits 14B-Text2World --parts dit
+  if [ "$PHASE" = serve14 ]; then
+    step serve_14B 360 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT14" --model 14B --tasks t2w \
+      --steps 2 --out "$OUT" --log_dir "$LOGS" --label exact-t2w-only -- --warm default --entry_points text2world
+  else
+    # shellcheck disable=SC2086
+    step serve_14B_blocks 360 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT14" --model 14B --tasks t2w \
+      --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_ALL \
+      --offload_mode blocks --dit_offload blocks --entry_points text2world --entry-instances 1
+  fi
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   python3 -c "import torch, transformers, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/device.txt"

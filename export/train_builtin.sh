@@ -6,9 +6,9 @@
 #   bash export/train_builtin.sh OUT r5 r6      # only these (each fits a 10-minute device call); then:
 #   python -m export.install_builtin OUT/r7 && python -m export.make_small_checkpoints --force
 #
-# PY=... picks the interpreter. Needs diffusers and checkpoints/small/google-t5 (`make checkpoints`). Step counts follow the wall clock, so a
-# rerun is close to, not bit-identical with, the installed weights; the layout recipe now trains at batch 256
-# (Run 4 ran it at 128).
+# PY=... picks the interpreter. Needs diffusers and checkpoints/small/google-t5 (`make checkpoints`). Step counts
+# follow the wall clock, so a rerun is close to, not bit-identical with, the installed weights; the layout recipe
+# now trains at batch 256 (Run 4 ran it at 128).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?output folder}

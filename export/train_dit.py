@@ -154,7 +154,7 @@ def write_dit(out_dir: Path, state: dict[str, torch.Tensor], arch: DiTArchitectu
     out_dir.mkdir(parents=True, exist_ok=True)
     earlier = out_dir / DIT_WEIGHTS
     unused = torch.load(earlier, map_location="cpu", weights_only=True) if keep_unused and earlier.is_file() else None
-    torch.save(to_original_state_dict(state, arch, seed, unused), out_dir / DIT_WEIGHTS)
+    torch.save(to_original_state_dict(state, arch, seed, unused), earlier)
     write_dit_config(out_dir, arch, envelope)
     return out_dir
 

@@ -165,8 +165,8 @@ def continued(cfg: RunConfig) -> RunConfig:
 # kept as it is; the whole budget goes to Text2World. Batch 256 (Run 5): the step is launch-bound (128 clips 0.137 s,
 # 256 clips 0.198 s), so 1.45x the time buys twice the samples, halving the gradient variance at the high sigmas
 # that decide direction.
-LAYOUT = replace(continued(FULL), t2w_end=1.0,
-                 t2w=replace(continued(FULL).t2w, p_mean=0.6, p_std=1.4, batch=256))
+_CONTINUED = continued(FULL)
+LAYOUT = replace(_CONTINUED, t2w_end=1.0, t2w=replace(_CONTINUED.t2w, p_mean=0.6, p_std=1.4, batch=256))
 
 CONFIGS = {"full": FULL, "tiny": TINY, "probe": PROBE, "cpu": CPU, "layout": LAYOUT}
 CONTINUATIONS = {"layout"}  # recipes that only continue an earlier run (--resume)

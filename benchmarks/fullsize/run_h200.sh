@@ -40,6 +40,7 @@ step() {  # step NAME SECONDS COMMAND...: bounded, logged, never fatal
 mkdir -p "$OUT" "$LOGS"
 OFFLOAD_ALL="--offload_prompt_upsampler --offload_guardrail_models --offload_text_encoder_model --offload_tokenizer \
   --offload_diffusion_transformer"  # the original's five offload flags
+OFFLOAD_BLOCKS="$OFFLOAD_ALL --offload_mode blocks --dit_offload blocks"  # and every offloaded stage by blocks
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 git log -1 --format=%H >> "$OUT/device.txt" 2>/dev/null || true
@@ -65,8 +66,7 @@ elif [ "$PHASE" = serve2 ]; then
     --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-all -- --warm default $OFFLOAD_ALL
   # shellcheck disable=SC2086
   step serve_blocks 290 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
-    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks -- --warm default $OFFLOAD_ALL \
-    --offload_mode blocks --dit_offload blocks
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks -- --warm default $OFFLOAD_BLOCKS
 elif [ "$PHASE" = serve3 ]; then
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3
   step serve_fp8 470 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w v2w \
@@ -80,8 +80,8 @@ elif [ "$PHASE" = serve4 ]; then
     --skip context,bandwidth,decode,decode-bmm,dit,t5
   # shellcheck disable=SC2086
   step serve_small 290 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT" --model 7B --tasks t2w \
-    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_ALL \
-    --offload_mode blocks --dit_offload blocks --entry_points text2world --entry-instances 1
+    --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_BLOCKS \
+    --entry_points text2world --entry-instances 1
 elif [ "$PHASE" = perf ]; then
   # perf_analyzer at real size: one step per request (~70 s, most of it the guardrails and mp4), count windows of
   # one request, concurrency 1 then 2 (does the second request's T5/decode/guardrails/mp4 overlap the first's DiT?)
@@ -104,8 +104,8 @@ elif [ "$PHASE" = serve14 ] || [ "$PHASE" = serve14b ]; then
   else
     # shellcheck disable=SC2086
     step serve_14B_blocks 360 python3 -m benchmarks.fullsize.serve --checkpoint_dir "$CKPT14" --model 14B --tasks t2w \
-      --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_ALL \
-      --offload_mode blocks --dit_offload blocks --entry_points text2world --entry-instances 1
+      --steps 2 --out "$OUT" --log_dir "$LOGS" --label offload-blocks-t2w-only -- --warm default $OFFLOAD_BLOCKS \
+    --entry_points text2world --entry-instances 1
   fi
 else
   source benchmarks/fullsize/gpu_setup.sh .gpurun/c3

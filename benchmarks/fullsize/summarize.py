@@ -37,10 +37,9 @@ def _row(**fields: Any) -> dict[str, Any]:
     return base | fields
 
 
-def dit_rows(model: str, name: str, command: str) -> list[dict[str, Any]]:
-    """Per-forward rows, extrapolated to 72 forwards plus the other stages' measured time."""
+def dit_rows(model: str, name: str, command: str, other: float) -> list[dict[str, Any]]:
+    """Per-forward rows, extrapolated to 72 forwards plus `other` seconds of measured other stages."""
     modes = {r["name"]: r for r in _load(name)["rows"]}
-    other = other_stages_s()
     reference = modes["alternative"]["forward_s"]
     rows = []
     for key, mode in (("exact_compile", "exact"), ("fp8_compile", "fp8"), ("exact_eager", "exact (eager reference)")):
@@ -58,9 +57,8 @@ def dit_rows(model: str, name: str, command: str) -> list[dict[str, Any]]:
     return rows
 
 
-def cache_rows() -> list[dict[str, Any]]:
+def cache_rows(other: float) -> list[dict[str, Any]]:
     data = _load("dit_modes_7B.json")
-    other = other_stages_s()
     rows = []
     for entry in data.get("cache", []):
         if not entry.get("threshold"):
@@ -133,13 +131,21 @@ def served_later_rows() -> list[dict[str, Any]]:
     return rows
 
 
+MEMORY14 = "python3 benchmarks/memory.py --dit 14B --skip context,bandwidth,decode,decode-bmm --budget-s 120 --out $OUT"
+MEMORY_SOURCES = (  # raw file, model, resident row, rows against it, label of the resident row, command, commit
+    ("memory_7B.json", "7B", "resident", ("blocks-warm", "stage-offload"), "", PREPARE, COMMIT),
+    ("memory_14B.json", "14B", "resident", ("blocks-warm", "stage-offload"), "", MEMORY14, COMMIT),
+    ("memory_7B_compiled.json", "7B", "compiled-resident", ("compiled-blocks-warm",), "compiled ", SERVE4,
+     SERVE4_COMMIT),
+)
+
+
 def memory_rows() -> list[dict[str, Any]]:
     rows = []
-    for name, model in (("memory_7B.json", "7B"), ("memory_14B.json", "14B"), ("memory_7B_compiled.json", "7B")):
+    for name, model, base, settings, label, command, commit in MEMORY_SOURCES:
         by_row = {r["row"]: r for r in _load(name)["rows"]}
-        compiled = name.endswith("_compiled.json")
-        resident = by_row.get(f"dit/{model}/compiled-resident" if compiled else f"dit/{model}/resident")
-        for setting in (("compiled-blocks-warm",) if compiled else ("blocks-warm", "stage-offload")):
+        resident = by_row.get(f"dit/{model}/{base}")
+        for setting in settings:
             row = by_row.get(f"dit/{model}/{setting}")
             if row is None or resident is None:
                 continue
@@ -148,17 +154,15 @@ def memory_rows() -> list[dict[str, Any]]:
                 dit_s=round(EVALUATIONS * row["s"], 1), peak_gib=row["peak_alloc_gb"], diffusers_e2e_s=None,
                 ratio=round(resident["s"] / row["s"], 4), steps_measured=0,
                 deviation={"max_abs_vs_resident": row["max_abs_vs_resident"]},
-                note=f"{'compiled ' if compiled else ''}resident: {resident['s']} s, peak "
-                     f"{resident['peak_alloc_gb']} GB (allocator peaks)",
-                **({"commit": SERVE4_COMMIT} if compiled else {}),
-                command=SERVE4 if compiled else PREPARE if model == "7B" else "python3 benchmarks/memory.py --dit "
-                "14B --skip context,bandwidth,decode,decode-bmm --budget-s 120 --out $OUT"))
+                note=f"{label}resident: {resident['s']} s, peak {resident['peak_alloc_gb']} GB (allocator peaks)",
+                commit=commit, command=command))
     return rows
 
 
 def main() -> int:
-    rows = [*served_rows(), *served_later_rows(), *dit_rows("7B", "dit_modes_7B.json", PREPARE),
-            *dit_rows("14B", "dit_modes_14B.json", DIT14), *cache_rows(), *memory_rows()]
+    other = other_stages_s()
+    rows = [*served_rows(), *served_later_rows(), *dit_rows("7B", "dit_modes_7B.json", PREPARE, other),
+            *dit_rows("14B", "dit_modes_14B.json", DIT14, other), *cache_rows(other), *memory_rows()]
     (RESULTS / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"{len(rows)} rows -> {RESULTS / 'summary.json'}")
     return 0
